@@ -12,12 +12,14 @@ CORE = Path(__file__).resolve().parents[2] / "lbctl" / "core"
 # Standard-library modules that mean I/O, concurrency, randomness or the clock.
 IMPURE_STDLIB = frozenset(
     {
-        "asyncio", "socket", "subprocess", "threading", "multiprocessing", "time", "datetime",
+        "asyncio", "socket", "subprocess", "threading", "multiprocessing", "time",
         "os", "io", "pathlib", "shutil", "tempfile", "random", "secrets", "select", "selectors",
         "signal", "logging", "urllib", "http", "ssl", "sqlite3", "fcntl",
     }
 )  # fmt: skip
 IMPURE_BUILTINS = frozenset({"open", "print", "input", "exec", "eval"})
+# datetime may format a timestamp it is given, never read the clock.
+CLOCK_READS = frozenset({"now", "utcnow", "today", "fromtimestamp", "utcfromtimestamp"})
 
 
 def core_modules() -> list[Path]:
@@ -74,3 +76,14 @@ def test_layer_check_catches_an_impure_import() -> None:
     tree = ast.parse("import socket\nfrom kopf import on\nimport ipaddress\n")
     roots = imported_roots(tree)
     assert roots == {"socket", "kopf", "ipaddress"}
+
+
+@pytest.mark.parametrize("path", core_modules(), ids=lambda p: p.name)
+def test_core_module_never_reads_the_clock(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    reads = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    } & CLOCK_READS
+    assert not reads, f"{path.name} reads the clock: {sorted(reads)}"

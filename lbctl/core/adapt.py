@@ -1,0 +1,400 @@
+"""API bodies (raw JSON camelCase mappings) -> model objects; used by controller, speaker and CLI.
+
+Service, Node and EndpointSlice bodies are read here once; nothing past this module looks at a
+raw body. Reading never raises: a Service whose annotations or spec cannot be used becomes an
+AdaptFailure (reason InvalidAnnotation) carrying every problem found.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from lbctl.core import annotations as ann
+from lbctl.core.model import (
+    Family,
+    IPAddress,
+    IPFamilyPolicy,
+    NodeName,
+    PoolName,
+    ServiceKey,
+    ServicePort,
+    ServiceRequest,
+    TrafficPolicy,
+    family_of,
+    service_key,
+)
+from lbctl.core.reasons import AllocFailure
+
+PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+_FAMILY_NAMES = {f.k8s: f for f in Family}
+
+
+@dataclass(frozen=True)
+class AdaptFailure:
+    """A Service that cannot be handed to the allocator, and why (every problem, `; `-joined)."""
+
+    key: ServiceKey
+    reason: AllocFailure
+    message: str
+
+
+# --- typed readers over untrusted mappings -------------------------------------------------------
+
+
+def _map(obj: object, key: str) -> Mapping[str, object]:
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(obj: object, key: str) -> list[object]:
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _text(obj: object, key: str) -> str | None:
+    """A non-empty string field, else None."""
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _pairs(obj: object) -> tuple[tuple[str, str], ...]:
+    """A string-to-string mapping as a sorted tuple; entries that are not strings are dropped."""
+    if not isinstance(obj, Mapping):
+        return ()
+    return tuple(
+        sorted((k, v) for k, v in obj.items() if isinstance(k, str) and isinstance(v, str))
+    )
+
+
+def _q(text: str) -> str:
+    """Quote user text for a message: double quotes, control characters escaped."""
+    return json.dumps(text)
+
+
+def _ip(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _timestamp(value: object) -> str:
+    """metadata.creationTimestamp as RFC 3339 text (the client's to_dict() gives a datetime)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ""
+
+
+# --- Services ------------------------------------------------------------------------------------
+
+
+def key_of(body: Mapping[str, object]) -> ServiceKey:
+    """ "namespace/name" of any namespaced object; a missing namespace is "default"."""
+    meta = _map(body, "metadata")
+    return service_key(_text(meta, "namespace") or "default", _text(meta, "name") or "")
+
+
+def is_load_balancer(body: Mapping[str, object]) -> bool:
+    return _map(body, "spec").get("type") == "LoadBalancer"
+
+
+def held_ips(body: Mapping[str, object]) -> tuple[IPAddress, ...]:
+    """The IPs in status.loadBalancer.ingress[].ip, deduplicated; hostnames and garbage ignored."""
+    ingress = _list(_map(_map(body, "status"), "loadBalancer"), "ingress")
+    ips: list[IPAddress] = []
+    for entry in ingress:
+        text = _text(entry, "ip")
+        ip = _ip(text.strip()) if text else None
+        if ip is not None and ip not in ips:
+            ips.append(ip)
+    return tuple(ips)
+
+
+def allocated_pool(body: Mapping[str, object]) -> str | None:
+    """The pool recorded on the Service: lbctl's annotation first, then MetalLB's two."""
+    annotations = _map(_map(body, "metadata"), "annotations")
+    for key in ann.keys_for(ann.IP_ALLOCATED_FROM_POOL):
+        value = _text(annotations, key)
+        if value and value.strip():
+            return value.strip()
+    return None
+
+
+def adapt_service(
+    body: Mapping[str, object], *, namespace_labels: Mapping[str, str] | None = None
+) -> ServiceRequest | AdaptFailure:
+    """What a Service asks of the allocator. The caller checks is_load_balancer() first."""
+    key = key_of(body)
+    meta, spec = _map(body, "metadata"), _map(body, "spec")
+    annotations = {k: v for k, v in _map(meta, "annotations").items() if isinstance(v, str)}
+    problems: list[str] = []
+    pool = _annotation(annotations, ann.ADDRESS_POOL, problems)
+    sharing = _annotation(annotations, ann.ALLOW_SHARED_IP, problems)
+    requested = _requested_ips(annotations, spec, problems)
+    families, policy = _families(spec, requested, problems)
+    ports = _ports(spec, problems)
+    traffic = _traffic_policy(spec, problems)
+    if problems:
+        return AdaptFailure(key, AllocFailure.INVALID_ANNOTATION, "; ".join(problems))
+    return ServiceRequest(
+        key=key,
+        families=families,
+        family_policy=policy,
+        requested_ips=tuple(ip for _, ip in requested),
+        pool=PoolName(pool[1]) if pool else None,
+        sharing_key=sharing[1] if sharing else None,
+        ports=ports,
+        traffic_policy=traffic,
+        selector=_pairs(spec.get("selector")),
+        labels=_pairs(meta.get("labels")),
+        namespace_labels=_pairs(namespace_labels or {}),
+        lb_class=_text(spec, "loadBalancerClass"),
+        created=_timestamp(meta.get("creationTimestamp")),
+    )
+
+
+def _strip_list(value: str) -> str:
+    return ",".join(part.strip() for part in value.split(","))
+
+
+def _annotation(
+    annotations: Mapping[str, str],
+    name: str,
+    problems: list[str],
+    normalize: Callable[[str], str] = str.strip,
+) -> tuple[str, str] | None:
+    """(full key, value) of annotation `name` under any prefix; different values are a problem."""
+    found = [(k, normalize(annotations[k])) for k in ann.keys_for(name) if k in annotations]
+    found = [(k, v) for k, v in found if v]  # an empty annotation means "not set"
+    for k, v in found[1:]:
+        if v != found[0][1]:
+            k0, v0 = found[0]
+            problems.append(f"annotations {_q(k0)} ({_q(v0)}) and {_q(k)} ({_q(v)}) disagree")
+            return None
+    return found[0] if found else None
+
+
+def _requested_ips(
+    annotations: Mapping[str, str], spec: Mapping[str, object], problems: list[str]
+) -> list[tuple[str, IPAddress]]:
+    """(source, IP) for each requested IP: spec.loadBalancerIP or the loadBalancerIPs annotation."""
+    listed = _annotation(annotations, ann.LOAD_BALANCER_IPS, problems, _strip_list)
+    raw_spec = spec.get("loadBalancerIP")
+    spec_text = raw_spec.strip() if isinstance(raw_spec, str) else raw_spec
+    if spec_text in (None, ""):
+        items = [] if listed is None else [(f"annotation {_q(listed[0])}", listed[1].split(","))]
+    elif listed is not None:
+        problems.append(
+            f"spec.loadBalancerIP and annotation {_q(listed[0])} are both set: use the annotation"
+        )
+        return []
+    else:
+        items = [("spec.loadBalancerIP", [str(spec_text)])]
+    result: list[tuple[str, IPAddress]] = []
+    for source, texts in items:
+        for text in texts:
+            ip = _ip(text)
+            if ip is None:
+                problems.append(f"{source}: {_q(text)} is not an IP address")
+            elif any(family_of(ip) == family_of(other) for _, other in result):
+                problems.append(f"{source}: more than one {family_of(ip).k8s} address")
+            else:
+                result.append((source, ip))
+    return result
+
+
+def _families(
+    spec: Mapping[str, object], requested: list[tuple[str, IPAddress]], problems: list[str]
+) -> tuple[tuple[Family, ...], IPFamilyPolicy]:
+    """spec.ipFamilies and spec.ipFamilyPolicy, defaulted the way the API server defaults them."""
+    families = _listed_families(spec, problems)
+    explicit = bool(families)
+    given_policy = _family_policy(spec, problems)
+    if not families:
+        # No ipFamilies (a body that never went through an API server's defaulting): take the
+        # families of the requested IPs, both for a dual-stack policy, IPv4 first by default.
+        families = list(dict.fromkeys(family_of(ip) for _, ip in requested))
+        if given_policy not in (None, IPFamilyPolicy.SINGLE_STACK):
+            families += [f for f in Family if f not in families]
+        families = families or [Family.V4]
+    # The API server's default policy: two families listed means both are required.
+    dual = IPFamilyPolicy.REQUIRE_DUAL_STACK
+    policy = given_policy or (dual if len(families) > 1 else IPFamilyPolicy.SINGLE_STACK)
+    if policy is IPFamilyPolicy.SINGLE_STACK and len(families) > 1:
+        problems.append("spec.ipFamilyPolicy is SingleStack but two IP families are wanted")
+    for source, ip in requested:
+        if explicit and family_of(ip) not in families:
+            wanted = " and ".join(f.k8s for f in families)
+            problems.append(f"{source}: {_q(str(ip))} is {family_of(ip).k8s}, not {wanted}")
+    return tuple(families), policy
+
+
+def _listed_families(spec: Mapping[str, object], problems: list[str]) -> list[Family]:
+    raw = spec.get("ipFamilies")
+    families: list[Family] = []
+    if raw is not None and not isinstance(raw, list):
+        problems.append("spec.ipFamilies: not a list")
+    for i, name in enumerate(raw if isinstance(raw, list) else []):
+        family = _FAMILY_NAMES.get(name) if isinstance(name, str) else None
+        if family is None:
+            problems.append(f"spec.ipFamilies[{i}]: {_q(str(name))} is not IPv4 or IPv6")
+        elif family in families:
+            problems.append(f"spec.ipFamilies[{i}]: {family.k8s} listed twice")
+        else:
+            families.append(family)
+    return families
+
+
+def _family_policy(spec: Mapping[str, object], problems: list[str]) -> IPFamilyPolicy | None:
+    raw = spec.get("ipFamilyPolicy")
+    if raw is None:
+        return None
+    try:
+        return IPFamilyPolicy(str(raw))
+    except ValueError:
+        problems.append(f"spec.ipFamilyPolicy: {_q(str(raw))} is not a known policy")
+        return None
+
+
+def _ports(spec: Mapping[str, object], problems: list[str]) -> tuple[ServicePort, ...]:
+    ports: set[ServicePort] = set()
+    for i, entry in enumerate(_list(spec, "ports")):
+        protocol = entry.get("protocol") if isinstance(entry, Mapping) else None
+        port = entry.get("port") if isinstance(entry, Mapping) else None
+        protocol = "TCP" if protocol is None else protocol
+        if protocol not in PROTOCOLS:
+            problems.append(
+                f"spec.ports[{i}].protocol: {_q(str(protocol))} is not TCP, UDP or SCTP"
+            )
+        elif not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            problems.append(f"spec.ports[{i}].port: {_q(str(port))} is not a port number")
+        else:
+            ports.add(ServicePort(str(protocol), port))
+    return tuple(sorted(ports))
+
+
+def _traffic_policy(spec: Mapping[str, object], problems: list[str]) -> TrafficPolicy:
+    raw = spec.get("externalTrafficPolicy")
+    if raw is None:
+        return TrafficPolicy.CLUSTER
+    try:
+        return TrafficPolicy(str(raw))
+    except ValueError:
+        problems.append(f"spec.externalTrafficPolicy: {_q(str(raw))} is not Cluster or Local")
+        return TrafficPolicy.CLUSTER
+
+
+# --- Nodes ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the speaker and the CLI need of a Node."""
+
+    name: NodeName
+    labels: tuple[tuple[str, str], ...] = ()
+    internal_ips: tuple[IPAddress, ...] = ()
+    ready: bool = False  # condition Ready is "True" (Unknown and missing count as not ready)
+    network_unavailable: bool = False  # condition NetworkUnavailable is "True"
+    excluded: bool = False  # carries the exclude-from-external-load-balancers label
+    out_of_service: bool = False  # tainted node.kubernetes.io/out-of-service (any effect)
+    unschedulable: bool = False  # cordoned
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+def _condition_true(status: Mapping[str, object], kind: str) -> bool:
+    return any(
+        _text(c, "type") == kind and _text(c, "status") == "True"
+        for c in _list(status, "conditions")
+    )
+
+
+def adapt_node(body: Mapping[str, object]) -> NodeInfo:
+    meta, spec, status = _map(body, "metadata"), _map(body, "spec"), _map(body, "status")
+    labels, taints = _pairs(meta.get("labels")), _list(spec, "taints")
+    internal: list[IPAddress] = []
+    for entry in _list(status, "addresses"):
+        text = _text(entry, "address") if _text(entry, "type") == "InternalIP" else None
+        ip = _ip(text.strip()) if text else None
+        if ip is not None and ip not in internal:
+            internal.append(ip)
+    return NodeInfo(
+        name=NodeName(_text(meta, "name") or ""),
+        labels=labels,
+        internal_ips=tuple(internal),
+        ready=_condition_true(status, "Ready"),
+        network_unavailable=_condition_true(status, "NetworkUnavailable"),
+        excluded=any(k == ann.EXCLUDE_FROM_LB_LABEL for k, _ in labels),
+        out_of_service=any(_text(t, "key") == ann.OUT_OF_SERVICE_TAINT for t in taints),
+        unschedulable=spec.get("unschedulable") is True,
+    )
+
+
+# --- EndpointSlices ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    addresses: tuple[IPAddress, ...]
+    node_name: NodeName | None
+    ready: bool
+    serving: bool
+    terminating: bool
+
+
+@dataclass(frozen=True)
+class EndpointSliceInfo:
+    """One EndpointSlice, reduced to what announcing decisions need."""
+
+    name: str
+    service: ServiceKey | None  # None when the slice has no kubernetes.io/service-name label
+    endpoints: tuple[EndpointInfo, ...] = ()
+
+    def nodes_with(self, *, serving: bool = False) -> frozenset[NodeName]:
+        """Nodes with a ready endpoint (or, with serving=True, a serving one)."""
+        return frozenset(
+            e.node_name
+            for e in self.endpoints
+            if e.node_name is not None and (e.serving if serving else e.ready)
+        )
+
+
+def _condition(conditions: Mapping[str, object], key: str, default: bool) -> bool:
+    value = conditions.get(key)
+    return value if isinstance(value, bool) else default
+
+
+def _endpoint(entry: object) -> EndpointInfo:
+    conditions = _map(entry, "conditions")
+    # The API's rules for unset conditions: ready means true, serving defers to ready.
+    ready = _condition(conditions, "ready", True)
+    addresses = (_ip(a) for a in _list(entry, "addresses") if isinstance(a, str))
+    node = _text(entry, "nodeName")
+    return EndpointInfo(
+        addresses=tuple(ip for ip in addresses if ip is not None),
+        node_name=NodeName(node) if node else None,
+        ready=ready,
+        serving=_condition(conditions, "serving", ready),
+        terminating=_condition(conditions, "terminating", False),
+    )
+
+
+def adapt_endpointslice(body: Mapping[str, object]) -> EndpointSliceInfo:
+    meta = _map(body, "metadata")
+    service = _text(_map(meta, "labels"), ann.SERVICE_NAME_LABEL)
+    namespace = _text(meta, "namespace") or "default"
+    return EndpointSliceInfo(
+        name=_text(meta, "name") or "",
+        service=service_key(namespace, service) if service else None,
+        endpoints=tuple(_endpoint(e) for e in _list(body, "endpoints")),
+    )
