@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             unreadable = True
     if args.output == "json":
         print_json(checked)
-    else:
+    elif files:  # a summary of nothing read would only look like a verdict
         print_text(checked, files)
     if unreadable:
         return EXIT_USAGE
