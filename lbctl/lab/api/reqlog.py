@@ -1,0 +1,66 @@
+"""Per-identity request log, in memory and as JSON lines; written by the app middleware."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LOG_ENV = "LBCTL_REQUEST_LOG"
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered request. `verb` is the Kubernetes verb (get, list, watch, patch, ...)."""
+
+    time: float
+    identity: str
+    source: str
+    verb: str
+    method: str
+    path: str
+    query: str
+    status: int
+    duration: float
+
+
+class RequestLog:
+    """Thread-safe: appended from the server loop, read from test threads."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        env = os.environ.get(LOG_ENV)
+        self.path = path if path is not None else (Path(env) if env else None)
+        self._lock = threading.Lock()
+        self._records: list[RequestRecord] = []
+
+    def add(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+            if self.path is not None:
+                with self.path.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(asdict(record), sort_keys=True) + "\n")
+
+    def records(self, *, identity: str | None = None) -> list[RequestRecord]:
+        with self._lock:
+            return [r for r in self._records if identity is None or r.identity == identity]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+
+def kube_verb(method: str, is_named: bool, query: dict[str, str]) -> str:
+    """Map an HTTP request onto the verb RBAC and audit logs would name."""
+    method = method.upper()
+    if method == "GET":
+        if query.get("watch") in ("true", "1"):
+            return "watch"
+        return "get" if is_named else "list"
+    return {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if is_named else "deletecollection",
+    }.get(method, method.lower())

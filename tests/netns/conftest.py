@@ -1,0 +1,33 @@
+"""Fixtures for namespace tests: root check, a shared 3-node bed, leak checks by name and PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from lbctl.lab import nsutil
+from lbctl.lab.bed import Bed
+
+
+def _bed_namespaces() -> set[str]:
+    return {ns for ns in nsutil.list_netns() if ns.startswith("lbctl-")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root_and_ip() -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("namespace tests need root and iproute2")
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    """A 3-node bed with API server and kubelet, shared by a module's tests (each test uses its
+    own object names and VIPs)."""
+    before = _bed_namespaces()
+    with Bed(nodes=3) as the_bed:
+        yield the_bed
+    leaked = _bed_namespaces() - before
+    assert not leaked, f"namespaces left behind: {sorted(leaked)}"
