@@ -8,13 +8,16 @@ per issue, `FILE: [doc N: ]<issue>`, then a summary; `--output json` prints the 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from lbctl.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, display_name, read_bytes
 from lbctl.configmap import Loaded, load_documents
-from lbctl.core.model import ConfigError, ConfigIssue, Severity
+from lbctl.core.lints import check_pools_against_hosts
+from lbctl.core.model import ConfigError, ConfigIssue, IPAddress, ParsedConfig, Severity
 from lbctl.core.render import JSONObject, config_to_json
 
 HELP = "check configuration files (ConfigMap manifests or bare documents) without a cluster"
@@ -40,7 +43,8 @@ exit codes:
 examples:
   lbctl validate config.yaml
   kubectl -n metallb-system get configmap config -o yaml | lbctl validate -
-  lbctl validate --output json pools.yaml | jq '.config.pools[].size'"""
+  lbctl validate --output json pools.yaml | jq '.config.pools[].size'
+  lbctl validate --node-ip 192.0.2.11 --node-ip 192.0.2.12 --gateway 192.0.2.1 config.yaml"""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +65,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="text",
         help="text: one line per issue and a summary (default); json: the parsed model of each"
         " document, with its errors and warnings (one object, or a list for several documents)",
+    )
+    parser.add_argument(
+        "--node-ip",
+        action="append",
+        default=[],
+        type=ipaddress.ip_address,
+        metavar="IP",
+        help="a node's InternalIP (repeatable): a pool holding it gets a warning",
+    )
+    parser.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        type=ipaddress.ip_address,
+        metavar="IP",
+        help="the LAN gateway (repeatable): a pool holding it gets a warning",
     )
     parser.set_defaults(handler=run)
 
@@ -83,7 +103,19 @@ class Checked:
         return self.loaded.warnings
 
 
-def check_path(path: str) -> list[Checked]:
+def with_host_lints(
+    loaded: Loaded, node_ips: Sequence[IPAddress], gateways: Sequence[IPAddress]
+) -> Loaded:
+    """Add the warnings for pools that hold a node's or the gateway's address."""
+    if not isinstance(loaded, ParsedConfig) or not (node_ips or gateways):
+        return loaded
+    extra = check_pools_against_hosts(loaded.config, node_ips, gateways)
+    return replace(loaded, warnings=loaded.warnings + extra)
+
+
+def check_path(
+    path: str, node_ips: Sequence[IPAddress] = (), gateways: Sequence[IPAddress] = ()
+) -> list[Checked]:
     """Every document of PATH, checked; raises OSError when PATH cannot be read."""
     name = display_name(path)
     data = read_bytes(path)
@@ -92,7 +124,10 @@ def check_path(path: str) -> list[Checked]:
     except UnicodeDecodeError as err:
         issue = ConfigIssue("", f"not UTF-8 text (byte {err.start}): YAML files are UTF-8")
         return [Checked(name, ConfigError((issue,)))]
-    return [Checked(label, loaded) for label, loaded in load_documents(text, name)]
+    return [
+        Checked(label, with_host_lints(loaded, node_ips, gateways))
+        for label, loaded in load_documents(text, name)
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     unreadable = False
     for path in args.paths:
         try:
-            checked.extend(check_path(path))
+            checked.extend(check_path(path, args.node_ip, args.gateway))
             files += 1
         except OSError as err:
             reason = err.strerror or type(err).__name__

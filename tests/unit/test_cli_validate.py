@@ -300,3 +300,16 @@ def test_passwords_in_broken_input_are_never_printed(
     code, out, err = run(capsys, "--output", output, "-")
     assert code == 1
     assert PASSWORD not in out + err
+
+
+def test_pool_holding_a_node_ip_or_the_gateway_is_a_warning_not_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "pools.yaml"
+    doc.write_text("address-pools:\n- name: lan\n  protocol: layer2\n  addresses: [192.0.2.0/28]\n")
+    code = main(["validate", "--node-ip", "192.0.2.11", "--gateway", "192.0.2.1", str(doc)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f'{doc}: warning: pool "lan": addresses[0]: "192.0.2.0/28" contains 192.0.2.1,' in out
+    assert "contains 192.0.2.11, a node's InternalIP" in out
+    assert "2 warnings" in out
