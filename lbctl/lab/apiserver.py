@@ -90,6 +90,10 @@ class ApiServer:
             loop.run_forever()
         finally:
             loop.run_until_complete(self._teardown())
+            # A handler still inside an injected delay would otherwise keep its transport open
+            # past close() (a ResourceWarning that fails a later test under -W error).
+            loop.run_until_complete(_cancel_leftovers())
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     async def _setup(self) -> None:
@@ -249,3 +253,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+async def _cancel_leftovers() -> None:
+    """Cancel every task still on the loop (but this one) and wait for them to finish."""
+    leftover = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in leftover:
+        task.cancel()
+    await asyncio.gather(*leftover, return_exceptions=True)

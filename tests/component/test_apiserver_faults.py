@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import os
@@ -234,3 +235,32 @@ def test_standalone_server_writes_kubeconfig_and_stops_on_sigterm(tmp_path: Path
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "apiserver stopped" in out
+
+
+def test_stop_during_an_injected_delay_ends_the_request_and_leaks_nothing() -> None:
+    server = ApiServer(bookmark_interval=0.3)
+    server.start()
+    rule = server.faults.delay(30, path=SVC)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    result: list[BaseException | int] = []
+
+    def call() -> None:
+        try:
+            conn.request("GET", SVC)
+            result.append(conn.getresponse().status)
+        except (OSError, http.client.HTTPException) as err:
+            result.append(err)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 5
+    while not server.faults.hits(rule) and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling for the request to arrive, bounded by the deadline
+    assert server.faults.hits(rule) == 1
+    started = time.monotonic()
+    server.stop()
+    caller.join(10)
+    conn.close()
+    gc.collect()  # a transport left open would raise ResourceWarning here, under -W error
+    assert result, "the delayed request never ended"
+    assert time.monotonic() - started < 5
