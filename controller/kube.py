@@ -1,0 +1,212 @@
+"""The only module that writes to the Kubernetes API (Service status and annotations, Events);
+also does the controller's few reads. Called by controller.operator, from worker threads.
+
+Every write first asks `leader()` (the HA fencing hook): a replica that is not the leader, or a
+leader past its renew deadline, writes nothing. Every Service write carries the resourceVersion
+the decision was made on, so a stale decision fails with Conflict (409) instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import urllib3
+from kubernetes import client
+
+from controller.conditions import rfc3339
+from controller.events import COMPONENT, EventWrite
+from controller.observed import ServiceWrite
+
+log = logging.getLogger("lbctl.controller.kube")
+
+STRATEGIC = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+PAGE = 500  # list page size: bounded memory per request at 10,000 Services
+TIMEOUT = (5.0, 30.0)  # connect, read (seconds) for every non-watch request
+Body = dict[str, Any]
+
+
+class KubeError(Exception):
+    """A request that failed; `status` is the HTTP status (0: no answer at all)."""
+
+    def __init__(self, doing: str, status: int, detail: str = "") -> None:
+        super().__init__(f"{doing}: HTTP {status} {detail}".rstrip())
+        self.status = status
+
+
+class Conflict(KubeError):
+    """409: the object changed since it was read; re-read and decide again."""
+
+
+class NotFound(KubeError):
+    """404: the object is gone."""
+
+
+class NotLeader(Exception):
+    """The fencing hook said no: this replica must not write."""
+
+
+def _raise(doing: str, err: Exception) -> KubeError:
+    if isinstance(err, client.exceptions.ApiException):
+        status = int(err.status or 0)
+        detail = str(err.reason or "")
+        kind = {409: Conflict, 404: NotFound}.get(status, KubeError)
+        return kind(doing, status, detail)
+    return KubeError(doing, 0, f"{type(err).__name__}: {err}")
+
+
+_FAILURES = (client.exceptions.ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class Kube:
+    """Reads and writes for one controller replica, through one `kubernetes` ApiClient."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        leader: Callable[[], bool] = lambda: True,
+        on_write: Callable[[str, str], None] | None = None,
+        instance: str | None = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.leader = leader
+        self._on_write = on_write or (lambda kind, result: None)
+        self.instance = instance or socket.gethostname()
+        self._seq = itertools.count()
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _list(self, doing: str, call: Callable[..., Any]) -> list[Body]:
+        items: list[Body] = []
+        token: str | None = None
+        for _ in range(100_000):  # bounded: a page per PAGE objects
+            try:
+                kwargs: dict[str, Any] = {"limit": PAGE, "_request_timeout": TIMEOUT}
+                if token:
+                    kwargs["_continue"] = token
+                page = json.loads(call(_preload_content=False, **kwargs).data)
+            except _FAILURES as err:
+                raise _raise(doing, err) from err
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        return items
+
+    def list_services(self) -> list[Body]:
+        return self._list("listing services", self.core.list_service_for_all_namespaces)
+
+    def list_namespaces(self) -> list[Body]:
+        return self._list("listing namespaces", self.core.list_namespace)
+
+    def get_configmap(self, namespace: str, name: str) -> Body | None:
+        doing = f"reading configmap {namespace}/{name}"
+        return self._get(doing, self.core.read_namespaced_config_map, namespace, name)
+
+    def get_service(self, namespace: str, name: str) -> Body | None:
+        doing = f"reading service {namespace}/{name}"
+        return self._get(doing, self.core.read_namespaced_service, namespace, name)
+
+    def _get(self, doing: str, call: Callable[..., Any], namespace: str, name: str) -> Body | None:
+        try:
+            resp = call(name, namespace, _preload_content=False, _request_timeout=TIMEOUT)
+        except _FAILURES as err:
+            found = _raise(doing, err)
+            if isinstance(found, NotFound):
+                return None
+            raise found from err
+        body: Body = json.loads(resp.data)
+        return body
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def _fence(self, doing: str) -> None:
+        if not self.leader():
+            self._on_write("fenced", "skipped")
+            raise NotLeader(doing)
+
+    def apply_service(self, write: ServiceWrite) -> tuple[Body, str | None]:
+        """Patch status (strategic merge) then annotations (merge).
+
+        Returns the final body and, when two patches were made, the resourceVersion in between:
+        the watch will show that half-written state, which needs no decision.
+        """
+        rv = write.resource_version
+        body: Body = {}
+        between: str | None = None
+        if write.status is not None:
+            patch = {"metadata": {"resourceVersion": rv}, "status": write.status}
+            body = self._patch(write, "status", patch, STRATEGIC)
+            rv = str(body["metadata"]["resourceVersion"])
+        if write.annotations is not None:
+            patch = {"metadata": {"resourceVersion": rv, "annotations": write.annotations}}
+            between = rv if write.status is not None else None
+            body = self._patch(write, "metadata", patch, MERGE)
+        return body, between
+
+    def _patch(self, write: ServiceWrite, kind: str, patch: Body, ctype: str) -> Body:
+        doing = f"patching {kind} of service {write.key}"
+        self._fence(doing)
+        status = kind == "status"
+        core = self.core
+        call = core.patch_namespaced_service_status if status else core.patch_namespaced_service
+        try:
+            resp: Any = call(
+                write.name,
+                write.namespace,
+                patch,
+                _preload_content=False,
+                _content_type=ctype,
+                _request_timeout=TIMEOUT,
+            )
+        except _FAILURES as err:
+            failed = _raise(doing, err)
+            self._on_write(kind, str(failed.status))
+            raise failed from err
+        self._on_write(kind, "ok")
+        result: Body = json.loads(resp.data)
+        return result
+
+    def post_event(self, event: EventWrite) -> None:
+        """Create a core/v1 Event (what `kubectl describe` lists) about event.ref."""
+        ref = event.ref
+        doing = f"posting event {event.reason} on {ref.kind.lower()} {ref.namespace}/{ref.name}"
+        self._fence(doing)
+        now = rfc3339(datetime.now(UTC))
+        name = f"{ref.name}.{time.time_ns():x}{next(self._seq):x}"
+        involved = {"kind": ref.kind, "namespace": ref.namespace, "name": ref.name}
+        involved["apiVersion"] = ref.api_version
+        if ref.uid:
+            involved["uid"] = ref.uid
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": ref.namespace},
+            "involvedObject": involved,
+            "reason": event.reason.value,
+            "message": event.message,
+            "type": event.type.value,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(
+                ref.namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT
+            )
+        except _FAILURES as err:
+            failed = _raise(doing, err)
+            self._on_write("event", str(failed.status))
+            raise failed from err
+        self._on_write("event", "ok")

@@ -1,0 +1,458 @@
+"""Leader election on the `lbctl-controller` Lease; run by controller.main, fences kube.py writes.
+
+The decision is pure (`decide`), the shell (`LeaderElector`) reads and writes the Lease through
+a `LeaseStore`. As client-go's leaderelection: expiry is measured on OUR monotonic clock from the
+moment we last saw the record change, never from the remote renewTime; every write carries the
+resourceVersion it was decided on, so a lost race is a 409, never two holders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import urllib3
+from kubernetes import client, config
+
+log = logging.getLogger("lbctl.controller.lease")
+
+LEASE_NAME = "lbctl-controller"
+Body = dict[str, Any]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    """Seconds. client-go's defaults are 15 / 10 / 2 (takeover up to ~24 s); ours keep its
+    ratios (renew deadline = 2/3 of the lease) but are 5x shorter, because issue 4 asks for a
+    takeover within 5 s of the leader dying:
+
+    - worst-case takeover = lease + 2 * retry * (1 + jitter) = 3 + 1.2 = 4.2 s (+ latency): the
+      standby sees the dead leader's last renew at most one jittered retry late, then needs
+      `lease_duration` unchanged on its own clock, noticed at most one jittered retry late;
+    - fencing margin = lease - renew deadline = 1 s: a leader that cannot renew stops writing
+      at least 1 s before any standby may take over, which covers a write already in flight;
+    - load: the leader PUTs every 0.5 s and each standby GETs every 0.5-0.6 s, a few small
+      requests a second; 4 renew attempts fit in the renew deadline, so one slow or failed
+      request does not cost leadership.
+    """
+
+    lease_duration: int = 3  # leaseDurationSeconds is an int32 in the API
+    renew_deadline: float = 2.0
+    retry_period: float = 0.5
+    jitter: float = 0.2  # standbys wait retry * (1 + jitter * U[0,1)); client-go's is 1.2
+    request_timeout: float = 1.0  # per API call; a hung call must not outlive the deadline
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_period * (1 + self.jitter) < self.renew_deadline:
+            raise ValueError("retry_period * (1 + jitter) must be below renew_deadline")
+        if not self.renew_deadline < self.lease_duration:
+            raise ValueError("renew_deadline must be below lease_duration (the fencing margin)")
+        if not 0 < self.request_timeout <= self.renew_deadline:
+            raise ValueError("request_timeout must be positive and at most renew_deadline")
+
+
+def micro_time(moment: datetime) -> str:
+    """metav1.MicroTime: RFC 3339 with exactly six fractional digits, in UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The Lease as last read; holder "" means nobody (never held, or released)."""
+
+    holder: str
+    duration: int  # leaseDurationSeconds; 0 when missing, as client-go reads it
+    acquire_time: str | None
+    renew_time: str | None
+    transitions: int
+    resource_version: str
+
+
+def parse_lease(body: Body) -> LeaseRecord:
+    spec = body.get("spec") or {}
+    return LeaseRecord(
+        holder=str(spec.get("holderIdentity") or ""),
+        duration=int(spec.get("leaseDurationSeconds") or 0),
+        acquire_time=spec.get("acquireTime"),
+        renew_time=spec.get("renewTime"),
+        transitions=int(spec.get("leaseTransitions") or 0),
+        resource_version=str((body.get("metadata") or {}).get("resourceVersion") or ""),
+    )
+
+
+class Action(enum.Enum):
+    CREATE = "create"  # POST a new Lease naming us
+    ACQUIRE = "acquire"  # PUT us as holder over a released or expired record
+    RENEW = "renew"  # PUT a fresh renewTime on our own record
+    WAIT = "wait"  # someone else holds a live lease
+    LOST = "lost"  # we thought we led, the record says otherwise: stop at once
+
+
+class Why(enum.Enum):
+    ABSENT = "absent"
+    OURS = "ours"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    HELD = "held_by_other"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    why: Why
+
+
+def decide(
+    record: LeaseRecord | None, observed_at: float, now: float, identity: str, *, leading: bool
+) -> Decision:
+    """What to do given the record as last seen, when we saw it change (our clock) and now."""
+    if record is None:
+        why = Why.ABSENT
+    elif record.holder == identity:
+        return Decision(Action.RENEW, Why.OURS)
+    elif not record.holder:
+        why = Why.RELEASED
+    elif now >= observed_at + record.duration:
+        why = Why.EXPIRED
+    else:
+        why = Why.HELD
+    if leading:
+        return Decision(Action.LOST, why)
+    if why is Why.ABSENT:
+        return Decision(Action.CREATE, why)
+    return Decision(Action.WAIT if why is Why.HELD else Action.ACQUIRE, why)
+
+
+def is_fresh(renewed_at: float | None, now: float, renew_deadline: float) -> bool:
+    """Fencing: we may write only until `renew_deadline` after our last successful renew began."""
+    return renewed_at is not None and now < renewed_at + renew_deadline
+
+
+def lease_spec(
+    record: LeaseRecord | None, identity: str, duration: int, now: datetime
+) -> dict[str, Any]:
+    """The spec we write to hold the lease: a change of holder counts one transition."""
+    stamp = micro_time(now)
+    if record is not None and record.holder == identity:
+        acquired, transitions = record.acquire_time or stamp, record.transitions
+    elif record is not None:
+        acquired, transitions = stamp, record.transitions + 1
+    else:
+        acquired, transitions = stamp, 0
+    return {
+        "holderIdentity": identity,
+        "leaseDurationSeconds": duration,
+        "acquireTime": acquired,
+        "renewTime": stamp,
+        "leaseTransitions": transitions,
+    }
+
+
+def released_spec(record: LeaseRecord, now: datetime) -> dict[str, Any]:
+    """Like client-go's ReleaseOnCancel: no holder and a 1 s lease, so a standby takes it now."""
+    stamp = micro_time(now)
+    return {
+        "holderIdentity": "",
+        "leaseDurationSeconds": 1,
+        "acquireTime": stamp,
+        "renewTime": stamp,
+        "leaseTransitions": record.transitions,
+    }
+
+
+def default_identity() -> str:
+    """The pod name (POD_NAME, else the hostname) plus a random suffix, as client-go's examples:
+    a restarted container must not inherit its previous incarnation's lease."""
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+# ---- the shell ---------------------------------------------------------------------------
+
+
+class LeaseError(Exception):
+    """A Lease read or write failed (no answer, timeout, 5xx, ...)."""
+
+
+class LeaseConflict(LeaseError):
+    """409: the Lease was created or changed by someone else since we read it."""
+
+
+class LeaseStore(Protocol):
+    """Reads and writes one Lease; raises LeaseConflict / LeaseError."""
+
+    async def get(self) -> LeaseRecord | None: ...
+    async def create(self, spec: dict[str, Any]) -> LeaseRecord: ...
+    async def replace(self, spec: dict[str, Any], resource_version: str) -> LeaseRecord: ...
+    def close(self) -> None: ...
+
+
+_KIND = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}
+_LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+_FAILURES = (client.exceptions.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
+
+
+class KubeLeaseStore:
+    """The Lease through the `kubernetes` ApiClient's raw calls (its typed methods would turn
+    our MicroTime strings into datetimes and back into "+00:00"), on two private threads so a
+    slow call never blocks the caller's loop (kopf's) and a hung one is abandoned at timeout."""
+
+    def __init__(
+        self, api_client: client.ApiClient, namespace: str, name: str, timeout: float
+    ) -> None:
+        self.ns, self.name, self.timeout = namespace, name, timeout
+        self._client: Any = api_client
+        # No urllib3 retries (its default re-sends 3 times, a PUT too, after a read timeout):
+        # the election loop is the retry, one attempt per round, each bounded by `timeout`.
+        self._client.rest_client.pool_manager.connection_pool_kw["retries"] = False
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"lease-{name}")
+
+    def _request(self, method: str, path: str, body: Body | None) -> tuple[int, bytes]:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        params = {"namespace": self.ns, "name": self.name}
+        request = self._client.param_serialize(
+            method, path, params, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        resp = self._client.call_api(*request, _request_timeout=self.timeout)
+        return int(resp.status), bytes(resp.read())
+
+    async def _call(self, method: str, path: str, body: Body | None = None) -> LeaseRecord | None:
+        what = f"{method} lease {self.ns}/{self.name}"
+
+        def work() -> LeaseRecord | None:
+            try:
+                status, data = self._request(method, path, body)
+                if status == 404 and method == "GET":
+                    return None
+                if status >= 300:
+                    kind = LeaseConflict if status == 409 else LeaseError
+                    raise kind(f"{what}: HTTP {status}")
+                return parse_lease(json.loads(data))
+            except _FAILURES as err:
+                raise LeaseError(f"{what}: {err!r}") from err
+
+        future = asyncio.get_running_loop().run_in_executor(self._pool, work)
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError as err:
+            raise LeaseError(f"{what}: timed out") from err
+
+    async def get(self) -> LeaseRecord | None:
+        return await self._call("GET", _LEASES + "/{name}")
+
+    async def create(self, spec: dict[str, Any]) -> LeaseRecord:
+        made = await self._call("POST", _LEASES, {**_KIND, "metadata": {"name": self.name},
+                                                  "spec": spec})  # fmt: skip
+        assert made is not None  # only reads answer None
+        return made
+
+    async def replace(self, spec: dict[str, Any], resource_version: str) -> LeaseRecord:
+        meta = {"name": self.name, "resourceVersion": resource_version}
+        done = await self._call("PUT", _LEASES + "/{name}", {**_KIND, "metadata": meta,
+                                                              "spec": spec})  # fmt: skip
+        assert done is not None
+        return done
+
+    def close(self) -> None:
+        """Blocks until a call in flight ends (at most `timeout`: no retries)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._client.close()
+
+
+class LeaderElector:
+    """Campaigns for the Lease until cancelled; `is_leader()` is the fencing hook for writers.
+
+    Thread-safe to read (`is_leader`, `holder`); `run`/`step`/`release` belong to one loop.
+    Callbacks are plain callables run on that loop; keep them short (set an Event, a gauge).
+    """
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        identity: str,
+        *,
+        timing: LeaseTiming | None = None,
+        clock: Clock = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_started_leading: Callable[[], object] | None = None,
+        on_stopped_leading: Callable[[], object] | None = None,
+        release_on_cancel: bool = True,
+    ) -> None:
+        self.store, self.identity = store, identity
+        self.timing = timing or LeaseTiming()
+        self._clock, self._wall = clock, wall
+        self._on_started = on_started_leading or (lambda: None)
+        self._on_stopped = on_stopped_leading or (lambda: None)
+        self.release_on_cancel = release_on_cancel
+        self._record: LeaseRecord | None = None
+        self._observed_at = clock()
+        self._renewed_at: float | None = None  # start of our last successful write as holder
+        self._announced = False  # what the callbacks were last told
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def for_kube(
+        cls,
+        api_client_factory: Callable[[], client.ApiClient],
+        namespace: str,
+        identity: str | None = None,
+        *,
+        name: str = LEASE_NAME,
+        timing: LeaseTiming | None = None,
+        **kwargs: Any,
+    ) -> LeaderElector:
+        timing = timing or LeaseTiming()
+        store = KubeLeaseStore(api_client_factory(), namespace, name, timing.request_timeout)
+        return cls(store, identity or default_identity(), timing=timing, **kwargs)
+
+    @classmethod
+    def from_kubeconfig(
+        cls, path: Path | str, namespace: str, identity: str | None = None, **kwargs: Any
+    ) -> LeaderElector:
+        def factory() -> client.ApiClient:
+            return cast(client.ApiClient, cast(Any, config).new_client_from_config(str(path)))
+
+        return cls.for_kube(factory, namespace, identity, **kwargs)
+
+    # ---- what writers ask ---------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return is_fresh(self._renewed_at, self._clock(), self.timing.renew_deadline)
+
+    @property
+    def holder(self) -> str | None:
+        """The holder in the record last seen ("" released, None never seen)."""
+        return None if self._record is None else self._record.holder
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign and renew until cancelled; then release (if `release_on_cancel`)."""
+        try:
+            while True:
+                wait = await self.step()
+                if not self.is_leader():
+                    wait *= 1 + self.timing.jitter * random.random()
+                await asyncio.sleep(wait)
+        except asyncio.CancelledError:
+            if self.release_on_cancel:
+                await self.release()
+            raise
+        finally:
+            self._renewed_at = None
+            self._sync()
+            if self._timer is not None:
+                self._timer.cancel()
+            await asyncio.to_thread(self.store.close)
+
+    async def step(self) -> float:
+        """One round: renew (fast path) or read, decide, write. Returns seconds until the next."""
+        fast = self._renewed_at is not None and self._record is not None
+        if fast and await self._write(Decision(Action.RENEW, Why.OURS), self._record):
+            return self.timing.retry_period
+        try:
+            record = await self.store.get()
+        except LeaseError as err:
+            log.warning("lease_read_failed identity=%s error=%s", self.identity, err)
+            self._sync()
+            return self.timing.retry_period
+        self._observe(record)
+        now, leading = self._clock(), self._renewed_at is not None
+        decision = decide(record, self._observed_at, now, self.identity, leading=leading)
+        if decision.action is Action.LOST:
+            why = decision.why.value
+            log.warning("lease_lost identity=%s holder=%s why=%s", self.identity, self.holder, why)
+            self._renewed_at = None
+        elif decision.action is not Action.WAIT:
+            await self._write(decision, record)
+        self._sync()
+        return self.timing.retry_period
+
+    async def _write(self, decision: Decision, record: LeaseRecord | None) -> bool:
+        started = self._clock()
+        spec = lease_spec(record, self.identity, self.timing.lease_duration, self._wall())
+        try:
+            if record is None:
+                new = await self.store.create(spec)
+            else:
+                new = await self.store.replace(spec, record.resource_version)
+        except LeaseError as err:
+            act = decision.action.value
+            log.info("lease_write_failed identity=%s action=%s error=%s", self.identity, act, err)
+            return False
+        if decision.action is not Action.RENEW:
+            why, n = decision.why.value, new.transitions
+            log.info("lease_acquired identity=%s why=%s transitions=%d", self.identity, why, n)
+        self._observe(new)
+        self._renewed_at = started
+        self._sync()
+        self._arm(started + self.timing.renew_deadline)
+        return True
+
+    async def release(self) -> bool:
+        """Stop writing now, then hand the Lease over (no holder, 1 s); True if released.
+        Called by `run` when cancelled; a renew cancelled mid-flight may still have landed,
+        so a 409 is answered by one re-read and retry."""
+        record, self._renewed_at = self._record, None
+        self._sync()
+        for _ in range(2):
+            if record is None or record.holder != self.identity:
+                return False
+            try:
+                spec = released_spec(record, self._wall())
+                self._observe(await self.store.replace(spec, record.resource_version))
+            except LeaseConflict:
+                record = await self._read_quietly()
+                continue
+            except LeaseError as err:
+                log.warning("lease_release_failed identity=%s error=%s", self.identity, err)
+                return False
+            log.info("lease_released identity=%s", self.identity)
+            return True
+        return False
+
+    async def _read_quietly(self) -> LeaseRecord | None:
+        try:
+            return await self.store.get()
+        except LeaseError:
+            return None
+
+    # ---- bookkeeping --------------------------------------------------------------------
+
+    def _observe(self, record: LeaseRecord | None) -> None:
+        if record != self._record:
+            self._record, self._observed_at = record, self._clock()
+
+    def _sync(self) -> None:
+        """Tell the callbacks when leadership flipped (the fence itself is `is_leader`)."""
+        leading = self.is_leader()
+        if leading == self._announced:
+            return
+        self._announced = leading
+        log.info("leader_%s identity=%s", "started" if leading else "stopped", self.identity)
+        callback = self._on_started if leading else self._on_stopped
+        try:
+            callback()
+        except Exception:  # a callback's bug must not stop the campaign
+            log.exception("leader_callback_failed identity=%s", self.identity)
+
+    def _arm(self, deadline: float) -> None:
+        """Wake at the renew deadline so on_stopped_leading fires even if a call hangs."""
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, deadline - self._clock()) + 0.001
+        self._timer = asyncio.get_running_loop().call_later(delay, self._sync)

@@ -1,0 +1,83 @@
+"""`lbctl-controller`: parse flags, set up logging, run one controller replica (runner)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from controller.config import DEFAULT_CONFIG_MAP, parse_ref
+from controller.runner import Controller, Options
+
+
+def _ref(text: str) -> tuple[str, str]:
+    try:
+        return parse_ref(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lbctl-controller",
+        description="Assign LoadBalancer IPs from the pool ConfigMap and explain on each Service.",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument(
+        "--config-map",
+        type=_ref,
+        default=DEFAULT_CONFIG_MAP,
+        metavar="NS/NAME",
+        help="the pool ConfigMap (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lb-class",
+        default=None,
+        help="handle only Services with exactly this loadBalancerClass "
+        "(default: only Services without one)",
+    )
+    p.add_argument(
+        "--metrics-bind-address",
+        type=_bind,
+        default=("0.0.0.0", 7472),
+        metavar="HOST:PORT",
+        help="serve /metrics, /livez and /readyz here (default: 0.0.0.0:7472; port 0 picks one)",
+    )
+    p.add_argument("--instance", help="reportingInstance of Events (default: hostname)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # kopf logs every handler call at INFO; ours are log lines of their own.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    host, port = args.metrics_bind_address
+    options = Options(
+        kubeconfig=args.kubeconfig,
+        config_map=args.config_map,
+        lb_class=args.lb_class or None,
+        metrics_host=host,
+        metrics_port=port,
+        instance=args.instance,
+    )
+    controller = Controller(options)
+    asyncio.run(controller.run())  # kopf stops on SIGTERM/SIGINT in the main thread
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

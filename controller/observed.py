@@ -1,0 +1,127 @@
+"""What the controller last saw of a Service (a slim copy) and the write that brings it to the
+desired state; used by the reconciler, applied by kube.
+
+Bodies are not kept whole: 10,000 Services must fit in a few MB (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controller import conditions
+from controller.conditions import Verdict
+from lbctl.core import annotations as ann
+from lbctl.core.adapt import held_ips, is_load_balancer, key_of
+from lbctl.core.model import IPAddress, ServiceKey
+
+
+def _map(obj: object, key: str) -> Mapping[str, Any]:
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The fields of a Service body the controller compares and writes against."""
+
+    key: ServiceKey
+    uid: str
+    resource_version: str
+    generation: int
+    load_balancer: bool
+    lb_class: str | None
+    ips: tuple[IPAddress, ...]  # status.loadBalancer.ingress[].ip
+    has_ingress: bool  # any ingress entry at all (hostnames included)
+    condition: Mapping[str, object] | None  # ours, lbctl.io/IPAllocated
+    pool_annotation: str | None  # lbctl.io/ip-allocated-from-pool
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Observed:
+        meta, spec, status = _map(body, "metadata"), _map(body, "spec"), _map(body, "status")
+        generation = meta.get("generation")
+        lb_class = spec.get("loadBalancerClass")
+        ingress = _map(status, "loadBalancer").get("ingress")
+        return cls(
+            key=key_of(body),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            generation=generation if isinstance(generation, int) else 0,
+            load_balancer=is_load_balancer(body),
+            lb_class=lb_class if isinstance(lb_class, str) and lb_class else None,
+            ips=held_ips(body),
+            has_ingress=bool(ingress),
+            condition=_copy(conditions.find(status)),
+            pool_annotation=_text(_map(meta, "annotations").get(ann.ALLOCATED_FROM_POOL)),
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split("/", 1)[1]
+
+
+def _copy(cond: Mapping[str, object] | None) -> Mapping[str, object] | None:
+    return None if cond is None else dict(cond)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Where a Service should end up. `ips` None: leave the ingress alone; `verdict` None: remove
+    our condition; `pool` is the annotation value (None removes it) unless `keep_pool`."""
+
+    ips: tuple[IPAddress, ...] | None
+    verdict: Verdict | None
+    pool: str | None = None
+    keep_pool: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceWrite:
+    """Patches for one Service, each carrying the resourceVersion read (409 on a stale read).
+
+    `status` is a strategic-merge patch for /status (conditions merged by type); `annotations`
+    a merge patch of metadata.annotations (None values delete), sent after the status.
+    """
+
+    key: ServiceKey
+    resource_version: str
+    status: dict[str, Any] | None = None
+    annotations: dict[str, str | None] | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split("/", 1)[1]
+
+
+def plan(obs: Observed, want: Desired, now: datetime) -> ServiceWrite | None:
+    """The smallest write taking obs to want, or None when nothing differs."""
+    status: dict[str, Any] = {}
+    if want.ips is not None and (want.ips != obs.ips or (not want.ips and obs.has_ingress)):
+        # An empty list would merge as "no change" under strategic merge: null deletes the key.
+        ingress = [{"ip": str(ip)} for ip in want.ips] or None
+        status["loadBalancer"] = {"ingress": ingress}
+    if want.verdict is None:
+        if obs.condition is not None:
+            status["conditions"] = [conditions.removal()]
+    elif not conditions.up_to_date(obs.condition, want.verdict, obs.generation):
+        status["conditions"] = [conditions.build(want.verdict, obs.condition, obs.generation, now)]
+    annotations: dict[str, str | None] | None = None
+    if not want.keep_pool and want.pool != obs.pool_annotation:
+        annotations = {ann.ALLOCATED_FROM_POOL: want.pool}
+    if not status and annotations is None:
+        return None
+    return ServiceWrite(obs.key, obs.resource_version, status or None, annotations)

@@ -1,0 +1,266 @@
+"""The controller's async glue: kopf handlers call it; it asks the reconciler, applies the
+decisions through kube.Kube in worker threads, and retries what failed. Built by runner.
+
+Conflicts (409) are resolved by re-reading the Service and deciding again; other failures put the
+Service on a retry list with capped backoff, so a flaky API delays convergence but loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from controller.events import EventWrite
+from controller.kube import Conflict, Kube, KubeError, NotLeader
+from controller.observed import ServiceWrite
+from controller.reconciler import Decisions, Reconciler
+from lbctl.core.model import ServiceKey, service_key
+
+log = logging.getLogger("lbctl.controller")
+T = TypeVar("T")
+Body = Mapping[str, Any]
+
+MAX_REDECIDE = 5  # 409s in a row for one write before it goes to the retry list
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # seconds; the last repeats
+STARTUP_ATTEMPTS = 60  # of reading the cluster at start-up (about a minute with backoff)
+HEARTBEAT = 1.0  # seconds between liveness beats
+LIVENESS_GRACE = 15.0  # /livez fails when the loop has not beaten for this long
+
+
+class Operator:
+    """One replica's behaviour; every method runs on the kopf event loop.
+
+    Only an active replica decides. `activate()` (at start-up when `leader()` says yes, or by the
+    HA elector on winning the Lease) builds a fresh Reconciler and restores it from a full
+    listing before deciding anything; watch events that arrive meanwhile are remembered and
+    re-read afterwards. A standby keeps no allocator state at all, so it can never act on
+    decisions made while another replica was writing.
+    """
+
+    def __init__(
+        self,
+        make_reconciler: Callable[[], Reconciler],
+        kube: Kube,
+        *,
+        leader: Callable[[], bool] = lambda: True,
+        workers: int = 8,
+    ) -> None:
+        self._make = make_reconciler
+        self.reconciler = make_reconciler()
+        self.kube = kube
+        self.leader = leader
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lbctl-kube")
+        self._due: dict[ServiceKey, float] = {}  # Services to re-decide, and when
+        self._attempts: dict[ServiceKey, int] = {}  # failed attempts in a row
+        self.ready = False
+        self.active = False
+        self._restoring = False
+        self._missed: set[ServiceKey] = set()  # Service events seen while restoring
+        self._missed_other = False  # a Namespace or ConfigMap event seen while restoring
+        self.events_seen = 0  # watch events handed to us, deciding or not
+        self._beat = time.monotonic()
+
+    # --- probes (called from the health server's thread) -----------------------------------
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._beat < LIVENESS_GRACE
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    # --- activation ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """kopf start-up, before any watch: restore and decide now if we may write."""
+        if self.leader():
+            await self.activate()
+        self.ready = True
+
+    async def activate(self) -> None:
+        """Become the deciding replica: fresh state, restored from what Services hold."""
+        if self.active or self._restoring:
+            return
+        self._restoring = True
+        self._missed.clear()
+        self._missed_other = False
+        try:
+            await self._restore()
+            while self._missed or self._missed_other:  # bounded: each pass drains what it saw
+                missed, self._missed = self._missed, set()
+                if self._missed_other:
+                    self._missed_other = False
+                    await self._reread_others()
+                for key in sorted(missed):
+                    await self.redecide(key)
+        finally:
+            self._restoring = False
+        self.active = True
+
+    def deactivate(self) -> None:
+        """Stop deciding (the elector lost the Lease); state is rebuilt on the next activate()."""
+        self.active = False
+        self._due.clear()
+        self._attempts.clear()
+
+    async def _restore(self) -> None:
+        self.reconciler = self._make()
+        ns, name = self.reconciler.config.namespace, self.reconciler.config.name
+        for attempt in range(STARTUP_ATTEMPTS):
+            try:
+                configmap = await self._run(self.kube.get_configmap, ns, name)
+                namespaces = await self._run(self.kube.list_namespaces)
+                services = await self._run(self.kube.list_services)
+                break
+            except KubeError as err:
+                log.warning("restore_read_failed attempt=%d error=%s", attempt + 1, err)
+                await asyncio.sleep(_delay(attempt))
+        else:
+            raise RuntimeError("could not read the cluster to restore")
+        decisions = self.reconciler.restore(
+            configmap=configmap, namespaces=namespaces, services=services
+        )
+        await self.apply(decisions)
+        log.info("restore_done services=%d writes=%d", len(services), len(decisions.services))
+
+    async def _reread_others(self) -> None:
+        ns, name = self.reconciler.config.namespace, self.reconciler.config.name
+        await self.apply(
+            self.reconciler.on_config(await self._run(self.kube.get_configmap, ns, name))
+        )
+        for body in await self._run(self.kube.list_namespaces):
+            await self.apply(self.reconciler.on_namespace(body))
+
+    def _deciding(self, key: ServiceKey | None) -> bool:
+        """Whether to decide on an event now; while restoring, remember it for afterwards."""
+        self.events_seen += 1
+        if self.active:
+            return True
+        if self._restoring:
+            if key is None:
+                self._missed_other = True
+            else:
+                self._missed.add(key)
+        return False
+
+    # --- kopf entry points ------------------------------------------------------------------
+
+    async def on_service(self, event_type: str | None, body: Body) -> None:
+        key = _key(body)
+        if not self._deciding(key):
+            return
+        if event_type == "DELETED":
+            self._forget(key)
+            await self.apply(self.reconciler.on_service_deleted(body))
+        else:
+            await self.apply(self.reconciler.on_service(body))
+
+    async def on_namespace(self, event_type: str | None, body: Body) -> None:
+        if not self._deciding(None):
+            return
+        if event_type == "DELETED":
+            self.reconciler.on_namespace_deleted(body)
+        else:
+            await self.apply(self.reconciler.on_namespace(body))
+
+    async def on_config(self, event_type: str | None, body: Body) -> None:
+        if not self._deciding(None):
+            return
+        await self.apply(self.reconciler.on_config(None if event_type == "DELETED" else body))
+
+    # --- applying decisions -----------------------------------------------------------------
+
+    async def apply(self, decisions: Decisions, depth: int = 0) -> None:
+        for write in decisions.services:
+            await self._apply_service(write, depth)
+        for event in decisions.events:
+            await self._post(event)
+
+    async def _apply_service(self, write: ServiceWrite, depth: int) -> None:
+        try:
+            body, between = await self._run(self.kube.apply_service, write)
+        except NotLeader:
+            log.debug("write_fenced service=%s", write.key)
+        except Conflict:
+            if depth >= MAX_REDECIDE:
+                self._schedule(write.key)
+                return
+            await self.redecide(write.key, depth + 1)
+        except KubeError as err:
+            log.warning("write_failed service=%s error=%s", write.key, err)
+            self._schedule(write.key)
+        else:
+            self._forget(write.key)
+            self.reconciler.observe(body, between)
+
+    async def redecide(self, key: ServiceKey, depth: int = 0) -> None:
+        """Read a Service again and decide from what the API holds now."""
+        ns, name = key.split("/", 1)
+        body = await self._run(self.kube.get_service, ns, name)
+        if body is None:
+            stub = {"metadata": {"namespace": ns, "name": name}}
+            await self.apply(self.reconciler.on_service_deleted(stub), depth)
+        else:
+            await self.apply(self.reconciler.on_service(body), depth)
+
+    async def _post(self, event: EventWrite) -> None:
+        try:
+            await self._run(self.kube.post_event, event)
+        except NotLeader:
+            pass
+        except KubeError as err:  # Events are best effort: the condition carries the same news
+            log.warning("event_failed reason=%s error=%s", event.reason.value, err)
+
+    # --- background loops (started by runner before kopf) -------------------------------
+
+    def _schedule(self, key: ServiceKey) -> None:
+        attempts = self._attempts.get(key, 0)
+        self._attempts[key] = attempts + 1
+        self._due[key] = time.monotonic() + _delay(attempts)
+
+    def _forget(self, key: ServiceKey) -> None:
+        self._due.pop(key, None)
+        self._attempts.pop(key, None)
+
+    async def retry_loop(self, period: float = 0.1) -> None:
+        """Re-decide Services whose write failed, when their backoff is due."""
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            due = [k for k, when in self._due.items() if when <= now][:100]  # bounded per tick
+            for key in due:
+                self._due.pop(key, None)
+                try:
+                    await self.redecide(key)
+                except KubeError as err:
+                    log.warning("retry_failed service=%s error=%s", key, err)
+                    self._schedule(key)
+                if key not in self._due:
+                    self._attempts.pop(key, None)
+
+    async def heartbeat(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(HEARTBEAT)
+
+    def pending_retries(self) -> int:
+        return len(self._due)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _delay(attempt: int) -> float:
+    return RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+
+
+def _key(body: Body) -> ServiceKey:
+    meta = body.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    return service_key(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))

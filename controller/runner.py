@@ -1,0 +1,201 @@
+"""Builds one controller replica (client, reconciler, writer, metrics, kopf registry) and runs
+it: in this thread's loop (`lbctl-controller`, controller.main) or in a thread (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+import kopf
+from kubernetes import client, config
+
+from controller import handlers
+from controller.config import DEFAULT_CONFIG_MAP
+from controller.kube import Kube
+from controller.metrics import HealthServer, Metrics
+from controller.operator import Operator
+from controller.reconciler import Reconciler
+
+log = logging.getLogger("lbctl.controller")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    kubeconfig: str | None = None  # None: in-cluster, else $KUBECONFIG / ~/.kube/config
+    config_map: tuple[str, str] = DEFAULT_CONFIG_MAP
+    lb_class: str | None = None
+    metrics_host: str = "0.0.0.0"  # probes and scrapes come from the node
+    metrics_port: int = 7472  # MetalLB's controller metrics port, so dashboards carry over
+    instance: str | None = None  # reportingInstance of Events (default: hostname)
+
+
+def api_client_for(kubeconfig: str | None) -> client.ApiClient:
+    """A client from the given kubeconfig, else in-cluster credentials, else the default file."""
+    # The kubernetes package's config loaders are untyped.
+    new_client = cast(Callable[..., client.ApiClient], config.new_client_from_config)
+    if kubeconfig:
+        return new_client(config_file=kubeconfig)
+    cfg = client.Configuration()
+    try:
+        cast(Callable[..., None], config.load_incluster_config)(client_configuration=cfg)
+    except config.ConfigException:
+        return new_client()
+    return client.ApiClient(cfg)
+
+
+def connection_info(api_client: client.ApiClient) -> kopf.ConnectionInfo:
+    """The same endpoint and credentials for kopf's watches as for our writes."""
+    cfg = api_client.configuration
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, header or None)
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # Events only through kube.py
+    settings.scanning.disabled = True  # no CRD/namespace scanning: core resources only
+    # Bounded watches: a silently dead connection is noticed within minutes, not never.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    return settings
+
+
+class Controller:
+    """One replica. `leader` is the fencing hook consulted before every write (HA: see docs)."""
+
+    def __init__(self, options: Options, *, leader: Callable[[], bool] = lambda: True) -> None:
+        self.options = options
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.api_client = api_client_for(options.kubeconfig)
+        self.metrics = Metrics()
+        self.metrics.leader.set_function(lambda: 1.0 if leader() else 0.0)
+        self.kube = Kube(
+            self.api_client, leader=leader, on_write=self.metrics.wrote, instance=options.instance
+        )
+        self.operator = Operator(self._new_reconciler, self.kube, leader=leader)
+        self.metrics.watch(lambda: self.operator.reconciler)
+        self.registry = kopf.OperatorRegistry()
+        handlers.register(self.registry, self.operator, lambda: connection_info(self.api_client))
+        self.health = HealthServer(
+            self.metrics,
+            alive=self.operator.alive,
+            ready=self.operator.is_ready,
+            host=options.metrics_host,
+            port=options.metrics_port,
+        )
+
+    def _new_reconciler(self) -> Reconciler:
+        opts = self.options
+        return Reconciler(opts.config_map, lb_class=opts.lb_class, recorder=self.metrics)
+
+    @property
+    def reconciler(self) -> Reconciler:
+        """The deciding state (replaced on each activation)."""
+        return self.operator.reconciler
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Run a coroutine on the controller's loop from another thread (tests, the elector)."""
+        if self.loop is None:
+            raise RuntimeError("controller is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def run(self, stop_flag: threading.Event | None = None) -> None:
+        """Run until stop_flag is set (or kopf is signalled, in the main thread)."""
+        self.loop = asyncio.get_running_loop()
+        self.health.start()
+        log.info("controller_started metrics_port=%d", self.health.port)
+        # Created before kopf.operator, so kopf leaves them to us at exit.
+        tasks = [
+            asyncio.create_task(self.operator.retry_loop(), name="lbctl-retry"),
+            asyncio.create_task(self.operator.heartbeat(), name="lbctl-heartbeat"),
+        ]
+        try:
+            await kopf.operator(
+                registry=self.registry,
+                settings=kopf_settings(),
+                standalone=True,
+                clusterwide=True,
+                stop_flag=stop_flag,
+            )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.close()
+
+    def close(self) -> None:
+        self.health.stop()
+        self.operator.close()
+        with contextlib.suppress(Exception):
+            cast(Callable[[], None], self.api_client.close)()
+
+
+class ControllerThread:
+    """A controller in its own thread and event loop (component tests): start() waits until it
+    has restored and is ready; stop() ends it."""
+
+    def __init__(self, options: Options, *, leader: Callable[[], bool] = lambda: True) -> None:
+        self.controller = Controller(options, leader=leader)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="lbctl-controller", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self.controller.run(stop_flag=self._stop))
+        except BaseException as err:  # surfaced by start()/stop() in the test's thread
+            self._error = err
+
+    def start(self, timeout: float = 15.0) -> ControllerThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.controller.operator.ready:
+            if self._error is not None or not self._thread.is_alive():
+                raise RuntimeError("controller died at start-up") from self._error
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"controller not ready after {timeout}s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"controller still running {timeout}s after stop")
+
+    def __enter__(self) -> ControllerThread:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

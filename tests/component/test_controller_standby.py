@@ -1,0 +1,50 @@
+"""A replica that may not write decides nothing; activated, it restores first, then assigns."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from controller_bed import bed, lbctl_config, wait_for
+
+from controller.runner import ControllerThread, Options
+
+POOLS = '- name: public\n  addresses: ["192.0.2.0/29"]\n'
+
+
+def test_standby_writes_nothing_until_activated_then_restores_before_assigning(
+    tmp_path: Path,
+) -> None:
+    with bed(tmp_path) as b:
+        ns = b.namespace("apps")
+        b.set_config(lbctl_config(POOLS))
+        b.service(ns, "held")
+        b.core.patch_namespaced_service_status(
+            "held",
+            ns,
+            {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.0"}]}}},
+            _content_type="application/merge-patch+json",
+        )
+        leading = threading.Event()
+        opts = Options(kubeconfig=str(b.kubeconfig("standby")), metrics_port=0)
+        with ControllerThread(opts, leader=leading.is_set) as ctl:
+            operator = ctl.controller.operator
+            b.service(ns, "early")
+            seen = operator.events_seen
+            b.service(ns, "barrier")
+            wait_for(lambda: operator.events_seen > seen + 1, 5, "the standby to see events")
+            assert b.ips(ns, "early") == []
+            writes = [r for r in b.api.requests(identity="standby") if r.method != "GET"]
+            assert writes == []
+            leading.set()
+            ctl.controller.submit(operator.activate()).result(timeout=10)
+            assert operator.active
+            early = b.wait_ips(ns, "early")
+            assert early != ["192.0.2.0"]
+            assert b.ips(ns, "held") == ["192.0.2.0"]
+            operator.deactivate()
+            leading.clear()
+            seen = operator.events_seen
+            b.service(ns, "late")
+            wait_for(lambda: operator.events_seen > seen, 5, "the event for late")
+            assert b.ips(ns, "late") == []
