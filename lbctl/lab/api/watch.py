@@ -123,11 +123,18 @@ class WatchStream:
         )
         next_bookmark = time.monotonic() + self.spec.bookmark_interval
         while (left := deadline - time.monotonic()) > 0:
+            queue = self.watcher.queue
             wait = min(left, next_bookmark - time.monotonic()) if self.spec.bookmarks else left
             try:
-                change = await asyncio.wait_for(self.watcher.queue.get(), max(0.0, wait))
+                # Drain what is queued first: wait_for(get(), 0) would cancel the read before it
+                # runs, and a bookmark that is always due would then spin without sending.
+                change = (
+                    queue.get_nowait()
+                    if not queue.empty()
+                    else await asyncio.wait_for(queue.get(), max(0.0, wait))
+                )
             except TimeoutError:
-                if self.spec.bookmarks and self.watcher.queue.empty():
+                if self.spec.bookmarks:
                     await response.write(self._render(_bookmark(self.spec.res, self.store.rv)))
                     next_bookmark = time.monotonic() + self.spec.bookmark_interval
                 continue
