@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from lbctl.cli import validate
+from lbctl.cli import lab, validate
 from lbctl.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 # Subcommands in the order `lbctl --help` lists them; status, explain, migrate and lab join here.
-SUBCOMMANDS: tuple[Register, ...] = (validate.register,)
+SUBCOMMANDS: tuple[Register, ...] = (validate.register, lab.register)
 
 DESCRIPTION = """\
 lbctl gives LoadBalancer Services on bare-metal Kubernetes an address from a pool and
