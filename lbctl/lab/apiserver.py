@@ -12,7 +12,7 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from lbctl.lab.api import listeners
+from lbctl.lab.api import defaulting, listeners
 from lbctl.lab.api.app import Shared, build_app
 from lbctl.lab.api.faults import FaultInjector
 from lbctl.lab.api.handlers import Handlers
@@ -35,7 +35,14 @@ START_TIMEOUT = 10.0
 
 
 class ApiServer:
-    """A Kubernetes API server for the bed; see lbctl/lab/api/ for what it implements."""
+    """A Kubernetes API server for the bed; see lbctl/lab/api/ for what it implements.
+
+    `service_cidrs` is `--service-cluster-ip-range`: one or two ranges (one per family, the
+    primary first), inside the documentation ranges. The default IPv4 /24 holds only 253
+    Services: tests with thousands of Services create them single-stack IPv6
+    (`ipFamilies: [IPv6]`, room for 2^20) and with `allocateLoadBalancerNodePorts: false`
+    (the real node port range, 30000-32767, holds 2,768).
+    """
 
     def __init__(
         self,
@@ -45,8 +52,11 @@ class ApiServer:
         history: int = 10_000,
         bookmark_interval: float = 5.0,
         request_log: Path | None = None,
+        service_cidrs: Iterable[str | defaulting.IPNet] = defaulting.DEFAULT_SERVICE_CIDRS,
     ) -> None:
         self.host, self.port = host, port
+        # Parsed here so that a bad range fails the constructor, not the server thread.
+        self._service_cidrs = list(defaulting.service_cidrs(service_cidrs).values())
         self.faults = FaultInjector()
         self._history = history
         self._bookmark_interval = bookmark_interval
@@ -98,7 +108,7 @@ class ApiServer:
 
     async def _setup(self) -> None:
         registry = Registry()
-        store = Store(registry, self._history)
+        store = Store(registry, self._history, self._service_cidrs)
         self._shared = Shared(
             registry, Handlers(store, self._bookmark_interval), self.faults, self._log
         )
@@ -226,6 +236,14 @@ class ApiServer:
                 await listeners.start(listener, runner)
 
 
+async def _cancel_leftovers() -> None:
+    """Cancel every task still on the loop (but this one) and wait for them to finish."""
+    leftover = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in leftover:
+        task.cancel()
+    await asyncio.gather(*leftover, return_exceptions=True)
+
+
 def _of_source(source: str) -> Callable[[Any], bool]:
     return lambda tag: bool(tag and tag[1] == source)
 
@@ -236,11 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig here once listening")
     parser.add_argument("--identity", default="admin", help="token in the kubeconfig")
+    parser.add_argument(
+        "--service-cluster-ip-range",
+        default=",".join(defaulting.DEFAULT_SERVICE_CIDRS),
+        help="one or two comma-separated CIDRs (one per family, primary first)",
+    )
     args = parser.parse_args(argv)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    with ApiServer(args.host, args.port) as server:
+    cidrs = args.service_cluster_ip_range.split(",")
+    with ApiServer(args.host, args.port, service_cidrs=cidrs) as server:
         if args.kubeconfig:
             server.write_kubeconfig(args.kubeconfig, identity=args.identity)
         print(f"apiserver listening url={server.url}", flush=True)
@@ -253,11 +277,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-async def _cancel_leftovers() -> None:
-    """Cancel every task still on the loop (but this one) and wait for them to finish."""
-    leftover = asyncio.all_tasks() - {asyncio.current_task()}
-    for task in leftover:
-        task.cancel()
-    await asyncio.gather(*leftover, return_exceptions=True)

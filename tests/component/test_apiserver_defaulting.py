@@ -1,16 +1,26 @@
-"""Conformance of Service defaulting: cluster IPs, families, node ports, policies."""
+"""Conformance of Service defaulting: cluster IPs, families, node ports, policies, ranges."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lbctl.lab.api import defaulting
+from lbctl.lab.api import patch as patching
+from lbctl.lab.api.errors import ApiError
+from lbctl.lab.api.resources import Registry
+from lbctl.lab.api.store import Store
+from lbctl.lab.apiserver import ApiServer
+
 V4 = ipaddress.ip_network("198.51.100.0/24")
-V6 = ipaddress.ip_network("2001:db8:5::/112")
+V6 = ipaddress.ip_network("2001:db8:5::/108")  # 2^20 addresses: room for 10k-Service runs
 
 
 def test_cluster_ip_service_defaults(core: client.CoreV1Api, svc: Any) -> None:
@@ -140,3 +150,182 @@ def test_released_addresses_can_be_reused(core: client.CoreV1Api, svc: Any) -> N
     ip = core.create_namespaced_service("default", svc("a")).spec.cluster_ip
     core.delete_namespaced_service("a", "default")
     assert core.create_namespaced_service("default", svc("b", clusterIP=ip)).spec.cluster_ip == ip
+
+
+# ---- service CIDRs, the allocation index and its cursors ---------------------------------
+
+
+def test_status_write_skips_defaulting(
+    core: client.CoreV1Api, svc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core.create_namespaced_service("default", svc("a", type="LoadBalancer"))
+    calls: Counter[str] = Counter()
+    real = defaulting.default_service
+
+    def counted(*args: Any) -> Any:
+        calls["default_service"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(defaulting, "default_service", counted)
+    status = {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}}}
+    core.patch_namespaced_service_status("a", "default", status)
+    assert calls["default_service"] == 0
+    core.patch_namespaced_service("a", "default", {"metadata": {"labels": {"x": "1"}}})
+    assert calls["default_service"] == 1
+
+
+def test_service_cidrs_option_makes_a_single_stack_ipv6_cluster(http_to: Any, svc: Any) -> None:
+    with ApiServer(service_cidrs=["2001:db8:7::/120"]) as api:
+        raw = http_to(api.port)
+        made = raw("POST", "/api/v1/namespaces/default/services", svc("a"))
+        v4 = raw("POST", "/api/v1/namespaces/default/services", svc("b", ipFamilies=["IPv4"]))
+        both = raw(
+            "POST",
+            "/api/v1/namespaces/default/services",
+            svc("c", ipFamilyPolicy="RequireDualStack"),
+        )
+        prefer = raw(
+            "POST",
+            "/api/v1/namespaces/default/services",
+            svc("d", ipFamilyPolicy="PreferDualStack"),
+        )
+    assert made.body["spec"]["ipFamilies"] == ["IPv6"]
+    assert ipaddress.ip_address(made.body["spec"]["clusterIP"]) in ipaddress.ip_network(
+        "2001:db8:7::/120"
+    )
+    assert (v4.status, both.status) == (422, 422)
+    assert "not configured on this cluster" in v4.body["message"]
+    assert prefer.body["spec"]["ipFamilies"] == ["IPv6"]
+
+
+@pytest.mark.parametrize(
+    "cidrs",
+    [
+        pytest.param(["10.96.0.0/24"], id="not-a-documentation-range"),
+        pytest.param(["192.0.2.0/24", "203.0.113.0/24"], id="two-ranges-of-one-family"),
+        pytest.param(["2001:db8::/96"], id="larger-than-2-to-the-20"),
+        pytest.param(["192.0.2.0/31"], id="too-small"),
+        pytest.param([], id="none"),
+    ],
+)
+def test_bad_service_cidrs_fail_the_constructor(cidrs: list[str]) -> None:
+    with pytest.raises(ValueError, match="service CIDR"):
+        ApiServer(service_cidrs=cidrs)
+
+
+def test_small_range_wraps_to_freed_addresses_and_full_is_422(http_to: Any, svc: Any) -> None:
+    # A /29 holds 8 addresses: the network, the first host and the last are never handed out.
+    with ApiServer(service_cidrs=["192.0.2.8/29"]) as api:
+        raw = http_to(api.port)
+        path = "/api/v1/namespaces/default/services"
+        ips = [raw("POST", path, svc(f"s{i}")).body["spec"]["clusterIP"] for i in range(5)]
+        full = raw("POST", path, svc("full"))
+        raw("DELETE", f"{path}/s1")
+        again = raw("POST", path, svc("again")).body["spec"]["clusterIP"]
+    assert ips == [f"192.0.2.{n}" for n in range(10, 15)]
+    assert full.status == 422
+    assert "is full" in full.body["message"]
+    assert again == ips[1]
+
+
+def test_cursor_does_not_hand_a_freed_address_straight_back(http_to: Any, svc: Any) -> None:
+    with ApiServer() as api:
+        raw = http_to(api.port)
+        path = "/api/v1/namespaces/default/services"
+        first = raw("POST", path, svc("a")).body["spec"]["clusterIP"]
+        raw("DELETE", f"{path}/a")
+        second = raw("POST", path, svc("b")).body["spec"]["clusterIP"]
+    assert ipaddress.ip_address(second) == ipaddress.ip_address(first) + 1
+
+
+def test_rejected_writes_hold_nothing(http_to: Any, svc: Any) -> None:
+    with ApiServer(service_cidrs=["192.0.2.8/29"]) as api:
+        raw = http_to(api.port)
+        path = "/api/v1/namespaces/default/services"
+        for i in range(10):  # defaulting allocates, then validation refuses the port
+            bad = svc(f"bad{i}", type="NodePort", ports=[{"port": 80, "protocol": "IP"}])
+            assert raw("POST", path, bad).status == 422
+        made = [raw("POST", path, svc(f"s{i}")).status for i in range(5)]
+        held = api.call(lambda store: store.allocations.held())
+    assert made == [201] * 5
+    assert len(held[0]) == 5
+    assert held[1] == set()
+
+
+def test_node_port_range_full_is_422_and_freed_ports_are_reused() -> None:
+    store = Store(Registry())
+    res = store.registry.by_key("v1/services")
+
+    def node_port(name: str) -> Any:
+        spec = {"type": "NodePort", "ipFamilies": ["IPv6"], "ports": [{"port": 80}]}
+        return store.create(res, "default", {"metadata": {"name": name}, "spec": spec})
+
+    ports = [node_port(f"s{i}")["spec"]["ports"][0]["nodePort"] for i in range(2768)]
+    assert sorted(ports) == list(range(30000, 32768))
+    with pytest.raises(ApiError, match="node port range is full"):
+        node_port("one-too-many")
+    store.delete(res, "default", "s7", {})
+    assert node_port("reuse")["spec"]["ports"][0]["nodePort"] == ports[7]
+
+
+_NAMES = st.sampled_from(["a", "b", "c", "d"])
+_OPS = st.one_of(
+    st.tuples(st.just("create"), _NAMES, st.sampled_from(["ClusterIP", "NodePort"])),
+    st.tuples(st.just("pin-port"), _NAMES, st.integers(30000, 30002)),
+    st.tuples(st.just("pin-ip"), _NAMES, st.integers(2, 6)),
+    st.tuples(st.just("to-cluster-ip"), _NAMES, st.none()),
+    st.tuples(st.just("status"), _NAMES, st.none()),
+    st.tuples(st.just("finalize"), _NAMES, st.none()),
+    st.tuples(st.just("delete"), _NAMES, st.none()),
+)
+
+
+def _merge(store: Store, name: str, patch: dict[str, Any], sub: str = "") -> None:
+    """What PATCH (merge patch) does: apply to the stored object, then commit."""
+    res = store.registry.by_key("v1/services")
+    current = store.get(res, "default", name)
+    patched = patching.apply_patch("application/merge-patch+json", current, patch)
+    store.patch(res, "default", name, patched, sub)
+
+
+def _apply(store: Store, op: str, name: str, arg: Any) -> None:
+    res = store.registry.by_key("v1/services")
+    if op == "create":
+        spec = {"type": arg, "ports": [{"port": 80}], "ipFamilyPolicy": "PreferDualStack"}
+        store.create(res, "default", {"metadata": {"name": name}, "spec": spec})
+    elif op == "pin-port":
+        _merge(
+            store, name, {"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": arg}]}}
+        )
+    elif op == "pin-ip":  # a changed cluster IP, as a replace with new values would ask
+        _merge(store, name, {"spec": {"clusterIP": f"192.0.2.{8 + arg}", "clusterIPs": None}})
+    elif op == "to-cluster-ip":
+        _merge(store, name, {"spec": {"type": "ClusterIP"}})
+    elif op == "status":
+        ingress = [{"ip": "203.0.113.9"}]
+        _merge(store, name, {"status": {"loadBalancer": {"ingress": ingress}}}, "status")
+    elif op == "finalize":
+        _merge(store, name, {"metadata": {"finalizers": ["x.io/f"]}})
+    else:
+        store.delete(res, "default", name, {})
+        if ("default", name) in store.objects[res.key]:  # a finalizer holds it: let it go
+            _merge(store, name, {"metadata": {"finalizers": None}})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_OPS, max_size=25))
+def test_index_always_equals_what_stored_services_hold(ops: list[tuple[str, str, Any]]) -> None:
+    store = Store(Registry(), service_cidrs=["192.0.2.8/29", "2001:db8:6::/125"])
+    for op, name, arg in ops:
+        try:
+            _apply(store, op, name, arg)
+        except ApiError as err:
+            assert err.code in (404, 409, 422), err.message
+        ips: Counter[Any] = Counter()
+        ports: Counter[int] = Counter()
+        for obj in store.objects["v1/services"].values():
+            spec = obj["spec"]
+            ips.update(ipaddress.ip_address(ip) for ip in spec.get("clusterIPs") or [])
+            ports.update(p["nodePort"] for p in spec.get("ports") or [] if p.get("nodePort"))
+        assert store.allocations.held() == (set(ips), set(ports))
+        assert all(n == 1 for n in (ips + ports).values()), "a value held twice"

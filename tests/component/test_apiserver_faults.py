@@ -235,6 +235,7 @@ def test_standalone_server_writes_kubeconfig_and_stops_on_sigterm(tmp_path: Path
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "apiserver stopped" in out
+    assert "Traceback" not in err, err
 
 
 def test_stop_during_an_injected_delay_ends_the_request_and_leaks_nothing() -> None:

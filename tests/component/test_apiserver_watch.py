@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
 from kubernetes import client, watch
 
+from lbctl.lab.api.store import Store
 from lbctl.lab.apiserver import ApiServer
 
 SVC = "/api/v1/namespaces/default/services"
@@ -161,3 +163,54 @@ def test_live_watch_receives_later_writes(
     core.create_namespaced_service("default", svc("live"))
     thread.join(timeout=5)
     assert [e["object"]["metadata"]["name"] for e in got] == ["live"]
+
+
+def _read_until(resp: Any, want: int, deadline: float) -> tuple[list[dict[str, Any]], int]:
+    """Read watch lines until `want` non-bookmark events or the deadline: (events, bookmarks)."""
+    events: list[dict[str, Any]] = []
+    bookmarks = 0
+    while len(events) < want and time.monotonic() < deadline:
+        try:
+            line = resp.readline()
+        except TimeoutError:
+            break
+        if not line:
+            break
+        if line.strip():
+            event = json.loads(line)
+            if event["type"] == "BOOKMARK":
+                bookmarks += 1
+            else:
+                events.append(event)
+    return events, bookmarks
+
+
+def test_watch_with_due_bookmarks_still_delivers_a_burst(http_to: Any, wait_for: Any) -> None:
+    """Events queued while a bookmark is due are sent (they once made the stream spin)."""
+    with ApiServer(bookmark_interval=0.001) as api:
+        raw = http_to(api.port)
+        conn = raw.conn(timeout=5)
+        try:
+            conn.request(
+                "GET",
+                f"{SVC}?watch=1&allowWatchBookmarks=true&resourceVersion="
+                f"{api.call(lambda s: s.rv)}&timeoutSeconds=60",
+                headers={"Authorization": "Bearer raw"},
+            )
+            resp = conn.getresponse()
+            wait_for(lambda: api.requests(identity="raw"), what="the watch to be open")
+            # All 500 in one turn of the server loop: they queue up while a bookmark falls due.
+            api.call(_create_services, 500)
+            events, bookmarks = _read_until(resp, 500, time.monotonic() + 5)
+        finally:
+            conn.close()
+    names = [e["object"]["metadata"]["name"] for e in events]
+    assert names == [f"burst-{i}" for i in range(500)]
+    print(f"500 events with {bookmarks} bookmarks in between")
+
+
+def _create_services(store: Store, count: int) -> None:
+    res = store.registry.by_key("v1/services")
+    for i in range(count):
+        body = {"metadata": {"name": f"burst-{i}"}, "spec": {"ipFamilies": ["IPv6"]}}
+        store.create(res, "default", body)

@@ -2,18 +2,20 @@
 
 Runs on the server's event loop only: every method is synchronous, so each write and its event
 publication are atomic with respect to watchers (no event is lost between list and watch).
-Stored bodies are never mutated after being stored: writes store fresh copies.
+Stored bodies are never mutated once stored: a new version may share unchanged parts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
+import itertools
 import secrets
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +56,20 @@ class Watcher:
 class Store:
     """All objects of all resources, the global RV counter and the kept event history."""
 
-    def __init__(self, registry: Registry, history: int = 10_000) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        history: int = 10_000,
+        service_cidrs: Iterable[str | defaulting.IPNet] = defaulting.DEFAULT_SERVICE_CIDRS,
+    ) -> None:
         self.registry = registry
         self.rv = 0
         self.objects: dict[str, dict[Key, Body]] = {r.key: {} for r in registry.resources}
+        # Kept up to date on every write, never rebuilt: a write costs O(1) in the object count.
+        self.allocations = defaulting.Allocations(defaulting.service_cidrs(service_cidrs))
+        self._ns_sizes: Counter[str] = Counter()  # objects per namespace, for namespace deletion
+        # Each resource's keys in list order; dropped when a key comes or goes, sorted on a read.
+        self._sorted: dict[str, list[Key]] = {}
         self.history: deque[Event] = deque(maxlen=max(1, history))
         self.dropped_upto = 0  # events with rv <= this may be gone from history
         self.watchers: set[Watcher] = set()
@@ -77,25 +89,27 @@ class Store:
     def query(
         self, res: ResourceType, ns: str | None, pred: Callable[[Body], bool] | None = None
     ) -> list[Body]:
-        items = [
-            obj
-            for (ons, _), obj in self.objects[res.key].items()
-            if (ns is None or ons == ns) and (pred is None or pred(obj))
-        ]
-        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        return items
+        """Objects in (namespace, name) order, in `ns` (or all), that `pred` selects."""
+        objs = self.objects[res.key]
+        keys = self._sorted.get(res.key)
+        if keys is None:
+            keys = self._sorted[res.key] = sorted(objs)
+        if ns is not None:
+            # "ns\0" is the least string above ns: the slice holds exactly ns's keys.
+            lo = bisect.bisect_left(keys, (ns,))
+            keys = keys[lo : bisect.bisect_left(keys, (ns + "\0",), lo)]
+        if pred is None:
+            return [objs[k] for k in keys]
+        return [obj for k in keys if pred(obj := objs[k])]
 
     def events_since(self, key: str, namespace: str | None, rv: int) -> list[Event]:
         """History of `key` (in `namespace`, or all) after `rv`; 410 if part of it is gone."""
         if rv < self.dropped_upto:
             raise gone(f"too old resource version: {rv} ({self.dropped_upto + 1})")
-        return [
-            e
-            for e in self.history
-            if e.rv > rv
-            and e.key == key
-            and (namespace is None or e.obj["metadata"].get("namespace") == namespace)
-        ]
+        # Newest first, stopping at `rv`: a resume costs what it replays, not the whole history.
+        newer = itertools.takewhile(lambda e: e.rv > rv, reversed(self.history))
+        found = [e for e in newer if e.key == key and _within(namespace, e.obj)]
+        return found[::-1]
 
     def subscribe(self, key: str, namespace: str | None, tag: Any = None) -> Watcher:
         watcher = Watcher(key, namespace, tag)
@@ -118,9 +132,8 @@ class Store:
             self.dropped_upto = self.history[0].rv
         event = Event(self.rv, res.key, etype, obj, old)
         self.history.append(event)
-        ns = obj["metadata"].get("namespace")
         for watcher in self.watchers:
-            if watcher.key == res.key and (watcher.namespace is None or watcher.namespace == ns):
+            if watcher.key == res.key and _within(watcher.namespace, obj):
                 watcher.queue.put_nowait(event)
 
     def _stamp(self, res: ResourceType, obj: Body) -> Body:
@@ -146,11 +159,33 @@ class Store:
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
         if res.has_spec:
             meta["generation"] = 1
-        obj = self._prepare(res, obj, None)
+        obj = self._prepare(res, obj, None, "")
         self._stamp(res, obj)
-        self.objects[res.key][(meta.get("namespace", ""), meta["name"])] = obj
+        self._put(res, obj, None)
         self._publish(res, "ADDED", obj, None)
         return obj
+
+    def _put(self, res: ResourceType, obj: Body, old: Body | None) -> None:
+        """Store `obj` (replacing `old`), keeping the allocation index and namespace sizes."""
+        ns = obj["metadata"].get("namespace", "")
+        self.objects[res.key][(ns, obj["metadata"]["name"])] = obj
+        if old is None:
+            self._sorted.pop(res.key, None)
+            if ns:
+                self._ns_sizes[ns] += 1
+        if res.key == "v1/services":
+            if old is not None:
+                self.allocations.release(old)
+            self.allocations.hold(obj)
+
+    def _drop(self, res: ResourceType, old: Body) -> None:
+        ns = old["metadata"].get("namespace", "")
+        del self.objects[res.key][(ns, old["metadata"]["name"])]
+        self._sorted.pop(res.key, None)
+        if ns:
+            self._ns_sizes[ns] -= 1  # a zero left behind costs one entry per namespace ever made
+        if res.key == "v1/services":
+            self.allocations.release(old)
 
     def _place(self, res: ResourceType, ns: str | None, obj: Body) -> None:
         meta = obj["metadata"]
@@ -198,14 +233,10 @@ class Store:
                 reason="Forbidden",
             )
 
-    def _prepare(self, res: ResourceType, obj: Body, old: Body | None) -> Body:
-        """Defaulting then validation, as the real server's strategy does."""
-        if res.key == "v1/services":
-            ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
-            others = [
-                o for (ons, oname), o in self.objects[res.key].items() if (ons, oname) != (ns, name)
-            ]
-            obj = defaulting.default_service(obj, old, others)
+    def _prepare(self, res: ResourceType, obj: Body, old: Body | None, sub: str) -> Body:
+        """Defaulting (none on status writes: the spec stays) then validation, as the real one."""
+        if res.key == "v1/services" and sub != "status":
+            obj = defaulting.default_service(obj, old, self.allocations)
         validation.validate(res, obj)
         return obj
 
@@ -238,25 +269,25 @@ class Store:
                     f"Forbidden: no new finalizers can be added if the object "
                     f"is being deleted, found new finalizers {sorted(added)!r}",
                 )
-        new = self._prepare(res, new, old)
+        new = self._prepare(res, new, old, sub)
         if _same(new, old):
             return old  # a no-op write neither bumps the resourceVersion nor emits an event
         if res.has_spec and _spec_of(new) != _spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         self._stamp(res, new)
-        key = (new["metadata"].get("namespace", ""), new["metadata"]["name"])
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            del self.objects[res.key][key]
+            self._drop(res, old)
             self._publish(res, "DELETED", new, old)
             self._after_removal(new)
         else:
-            self.objects[res.key][key] = new
+            self._put(res, new, old)
             self._publish(res, "MODIFIED", new, old)
         return new
 
     def _merge_parts(self, res: ResourceType, old: Body, body: Body, sub: str) -> Body:
         if sub == "status":
-            new = copy.deepcopy(old)
+            # Stored bodies are never mutated, so the new one may share the old spec.
+            new = {**old, "metadata": copy.deepcopy(old["metadata"])}
             if "status" in body:
                 new["status"] = copy.deepcopy(body["status"])
             else:
@@ -313,7 +344,7 @@ class Store:
             if res.has_spec:
                 new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
             self._stamp(res, new)
-            self.objects[res.key][(ns or "", name)] = new
+            self._put(res, new, old)
             self._publish(res, "MODIFIED", new, old)
             return new
         return self._remove(res, old)
@@ -321,7 +352,7 @@ class Store:
     def _remove(self, res: ResourceType, old: Body) -> Body:
         final = copy.deepcopy(old)
         self._stamp(res, final)
-        del self.objects[res.key][(old["metadata"].get("namespace", ""), old["metadata"]["name"])]
+        self._drop(res, old)
         self._publish(res, "DELETED", final, old)
         self._after_removal(final)
         return final
@@ -333,7 +364,7 @@ class Store:
         new["metadata"].update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0)
         new["status"] = {"phase": "Terminating"}
         self._stamp(res, new)
-        self.objects[res.key][("", name)] = new
+        self._put(res, new, old)
         self._publish(res, "MODIFIED", new, old)
         for other in self.registry.resources:
             if other.namespaced:
@@ -348,10 +379,14 @@ class Store:
         nsobj = self.objects["v1/namespaces"].get(("", ns))
         if nsobj is None or not nsobj["metadata"].get("deletionTimestamp"):
             return
-        if any(k[0] == ns for objs in self.objects.values() for k in objs):
+        if self._ns_sizes[ns] > 0:
             return
         nsres = self.registry.by_key("v1/namespaces")
         self._remove(nsres, nsobj)
+
+
+def _within(namespace: str | None, obj: Body) -> bool:
+    return namespace is None or obj["metadata"].get("namespace") == namespace
 
 
 def _spec_of(obj: Body) -> Body:
