@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lbctl.lab.api.reqlog import RequestLog, RequestRecord
 from lbctl.lab.apiserver import ApiServer
 
 SVC = "/api/v1/namespaces/default/services"
@@ -265,3 +266,11 @@ def test_stop_during_an_injected_delay_ends_the_request_and_leaks_nothing() -> N
     gc.collect()  # a transport left open would raise ResourceWarning here, under -W error
     assert result, "the delayed request never ended"
     assert time.monotonic() - started < 5
+
+
+def test_request_log_keeps_only_the_newest_records_in_memory(tmp_path: Path) -> None:
+    log = RequestLog(tmp_path / "log.jsonl", keep=3)
+    for i in range(5):
+        log.add(RequestRecord(float(i), "who", "host", "get", "GET", f"/p{i}", "", 200, 0.0))
+    assert [r.path for r in log.records()] == ["/p2", "/p3", "/p4"]
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 5

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 LOG_ENV = "LBCTL_REQUEST_LOG"
+# In memory, the newest records only: a lab left running for days must not grow without bound
+# (about 60 MB at this size); the JSON-lines file, when set, keeps everything.
+MEMORY_RECORDS = 200_000
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,11 @@ class RequestRecord:
 class RequestLog:
     """Thread-safe: appended from the server loop, read from test threads."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, keep: int = MEMORY_RECORDS) -> None:
         env = os.environ.get(LOG_ENV)
         self.path = path if path is not None else (Path(env) if env else None)
         self._lock = threading.Lock()
-        self._records: list[RequestRecord] = []
+        self._records: deque[RequestRecord] = deque(maxlen=keep)
 
     def add(self, record: RequestRecord) -> None:
         with self._lock:
