@@ -2,6 +2,11 @@
 
 Used by component tests (`with ApiServer() as api:`) and by `lbctl lab up`, which runs it
 standalone (`python -m lbctl.lab.apiserver --port P --kubeconfig FILE`).
+
+Why not kmock's KubernetesEmulator (the starting point test-bed.md suggests): kmock 0.8 rewrites
+objects before any request handler runs and replays every object on each watch reconnect, so
+fixing its gaps (resourceVersion, resume, 410, status isolation, strategic merge, ...) meant
+overriding every handler. The bed serves the API on aiohttp, kmock's own base, directly.
 """
 
 from __future__ import annotations

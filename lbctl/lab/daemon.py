@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from lbctl.lab.kubeapi import KubeApi
     from lbctl.lab.kubelet import Kubelet
 
-# The bed's modules (aiohttp, kmock, scapy) are imported where the lab starts, not here: `lbctl`
+# The bed's modules (aiohttp, scapy) are imported where the lab starts, not here: `lbctl`
 # imports this module for LabFiles and read_ready, and must start fast and without the lab extra.
 
 log = logging.getLogger("lbctl.lab")
