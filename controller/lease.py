@@ -1,15 +1,13 @@
-"""Leader election on the `lbctl-controller` Lease; run by controller.main, fences kube.py writes.
+"""Leader election on the `lbctl-controller` Lease: the elector and its Lease store; built by
+controller.runner, whose kube.py writes it fences. The decisions are pure (lbctl.core.lease).
 
-The decision is pure (`decide`), the shell (`LeaderElector`) reads and writes the Lease through
-a `LeaseStore`. As client-go's leaderelection: expiry is measured on OUR monotonic clock from the
-moment we last saw the record change, never from the remote renewTime; every write carries the
-resourceVersion it was decided on, so a lost race is a 409, never two holders.
+Every write carries the resourceVersion it was decided on, so a lost race is a 409, never two
+holders; `is_leader()` turns False at the renew deadline even if a call hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import os
@@ -19,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -27,151 +24,46 @@ from typing import Any, Protocol, cast
 import urllib3
 from kubernetes import client, config
 
+from lbctl.core.lease import (
+    LEASE_NAME,
+    Action,
+    Body,
+    Decision,
+    LeaseRecord,
+    LeaseTiming,
+    Why,
+    decide,
+    is_fresh,
+    lease_spec,
+    micro_time,
+    parse_lease,
+    released_spec,
+)
+
+__all__ = [
+    "LEASE_NAME",
+    "Action",
+    "Decision",
+    "KubeLeaseStore",
+    "LeaderElector",
+    "LeaseConflict",
+    "LeaseError",
+    "LeaseRecord",
+    "LeaseStore",
+    "LeaseTiming",
+    "Why",
+    "decide",
+    "default_identity",
+    "is_fresh",
+    "lease_spec",
+    "micro_time",
+    "parse_lease",
+    "released_spec",
+]
+
 log = logging.getLogger("lbctl.controller.lease")
 
-LEASE_NAME = "lbctl-controller"
-Body = dict[str, Any]
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class LeaseTiming:
-    """Seconds. client-go's defaults are 15 / 10 / 2 (takeover up to ~24 s); ours keep its
-    ratios (renew deadline = 2/3 of the lease) but are 5x shorter, because issue 4 asks for a
-    takeover within 5 s of the leader dying:
-
-    - worst-case takeover = lease + 2 * retry * (1 + jitter) = 3 + 1.2 = 4.2 s (+ latency): the
-      standby sees the dead leader's last renew at most one jittered retry late, then needs
-      `lease_duration` unchanged on its own clock, noticed at most one jittered retry late;
-    - fencing margin = lease - renew deadline = 1 s: a leader that cannot renew stops writing
-      at least 1 s before any standby may take over, which covers a write already in flight;
-    - load: the leader PUTs every 0.5 s and each standby GETs every 0.5-0.6 s, a few small
-      requests a second; 4 renew attempts fit in the renew deadline, so one slow or failed
-      request does not cost leadership.
-    """
-
-    lease_duration: int = 3  # leaseDurationSeconds is an int32 in the API
-    renew_deadline: float = 2.0
-    retry_period: float = 0.5
-    jitter: float = 0.2  # standbys wait retry * (1 + jitter * U[0,1)); client-go's is 1.2
-    request_timeout: float = 1.0  # per API call; a hung call must not outlive the deadline
-
-    def __post_init__(self) -> None:
-        if not 0 < self.retry_period * (1 + self.jitter) < self.renew_deadline:
-            raise ValueError("retry_period * (1 + jitter) must be below renew_deadline")
-        if not self.renew_deadline < self.lease_duration:
-            raise ValueError("renew_deadline must be below lease_duration (the fencing margin)")
-        if not 0 < self.request_timeout <= self.renew_deadline:
-            raise ValueError("request_timeout must be positive and at most renew_deadline")
-
-
-def micro_time(moment: datetime) -> str:
-    """metav1.MicroTime: RFC 3339 with exactly six fractional digits, in UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """The Lease as last read; holder "" means nobody (never held, or released)."""
-
-    holder: str
-    duration: int  # leaseDurationSeconds; 0 when missing, as client-go reads it
-    acquire_time: str | None
-    renew_time: str | None
-    transitions: int
-    resource_version: str
-
-
-def parse_lease(body: Body) -> LeaseRecord:
-    spec = body.get("spec") or {}
-    return LeaseRecord(
-        holder=str(spec.get("holderIdentity") or ""),
-        duration=int(spec.get("leaseDurationSeconds") or 0),
-        acquire_time=spec.get("acquireTime"),
-        renew_time=spec.get("renewTime"),
-        transitions=int(spec.get("leaseTransitions") or 0),
-        resource_version=str((body.get("metadata") or {}).get("resourceVersion") or ""),
-    )
-
-
-class Action(enum.Enum):
-    CREATE = "create"  # POST a new Lease naming us
-    ACQUIRE = "acquire"  # PUT us as holder over a released or expired record
-    RENEW = "renew"  # PUT a fresh renewTime on our own record
-    WAIT = "wait"  # someone else holds a live lease
-    LOST = "lost"  # we thought we led, the record says otherwise: stop at once
-
-
-class Why(enum.Enum):
-    ABSENT = "absent"
-    OURS = "ours"
-    RELEASED = "released"
-    EXPIRED = "expired"
-    HELD = "held_by_other"
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    why: Why
-
-
-def decide(
-    record: LeaseRecord | None, observed_at: float, now: float, identity: str, *, leading: bool
-) -> Decision:
-    """What to do given the record as last seen, when we saw it change (our clock) and now."""
-    if record is None:
-        why = Why.ABSENT
-    elif record.holder == identity:
-        return Decision(Action.RENEW, Why.OURS)
-    elif not record.holder:
-        why = Why.RELEASED
-    elif now >= observed_at + record.duration:
-        why = Why.EXPIRED
-    else:
-        why = Why.HELD
-    if leading:
-        return Decision(Action.LOST, why)
-    if why is Why.ABSENT:
-        return Decision(Action.CREATE, why)
-    return Decision(Action.WAIT if why is Why.HELD else Action.ACQUIRE, why)
-
-
-def is_fresh(renewed_at: float | None, now: float, renew_deadline: float) -> bool:
-    """Fencing: we may write only until `renew_deadline` after our last successful renew began."""
-    return renewed_at is not None and now < renewed_at + renew_deadline
-
-
-def lease_spec(
-    record: LeaseRecord | None, identity: str, duration: int, now: datetime
-) -> dict[str, Any]:
-    """The spec we write to hold the lease: a change of holder counts one transition."""
-    stamp = micro_time(now)
-    if record is not None and record.holder == identity:
-        acquired, transitions = record.acquire_time or stamp, record.transitions
-    elif record is not None:
-        acquired, transitions = stamp, record.transitions + 1
-    else:
-        acquired, transitions = stamp, 0
-    return {
-        "holderIdentity": identity,
-        "leaseDurationSeconds": duration,
-        "acquireTime": acquired,
-        "renewTime": stamp,
-        "leaseTransitions": transitions,
-    }
-
-
-def released_spec(record: LeaseRecord, now: datetime) -> dict[str, Any]:
-    """Like client-go's ReleaseOnCancel: no holder and a 1 s lease, so a standby takes it now."""
-    stamp = micro_time(now)
-    return {
-        "holderIdentity": "",
-        "leaseDurationSeconds": 1,
-        "acquireTime": stamp,
-        "renewTime": stamp,
-        "leaseTransitions": record.transitions,
-    }
 
 
 def default_identity() -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from controller.config import DEFAULT_CONFIG_MAP, parse_ref
-from controller.runner import Controller, Options
+from controller.lease import default_identity
+from controller.runner import DEFAULT_LEASE_NAMESPACE, Controller, Options
 
 
 def _ref(text: str) -> tuple[str, str]:
@@ -52,6 +54,22 @@ def parser() -> argparse.ArgumentParser:
         help="serve /metrics, /livez and /readyz here (default: 0.0.0.0:7472; port 0 picks one)",
     )
     p.add_argument("--instance", help="reportingInstance of Events (default: hostname)")
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="campaign for the lbctl-controller Lease; only the holder writes (default: on)",
+    )
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE") or DEFAULT_LEASE_NAMESPACE,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else %(default)s)",
+    )
+    p.add_argument(
+        "--identity",
+        help="holder identity in the Lease (default: $POD_NAME or the hostname, plus a random "
+        "suffix)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -73,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics_host=host,
         metrics_port=port,
         instance=args.instance,
+        leader_elect=args.leader_elect,
+        lease_namespace=args.namespace,
+        identity=args.identity or default_identity(),
     )
     controller = Controller(options)
     asyncio.run(controller.run())  # kopf stops on SIGTERM/SIGINT in the main thread

@@ -28,6 +28,9 @@ MAX_REDECIDE = 5  # 409s in a row for one write before it goes to the retry list
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # seconds; the last repeats
 STARTUP_ATTEMPTS = 60  # of reading the cluster at start-up (about a minute with backoff)
 HEARTBEAT = 1.0  # seconds between liveness beats
+# kopf re-lists after a 410 (or its first listing) with event type None and never sends the
+# DELETED events the watch gap hid: once a listing has been quiet this long, sweep for them.
+RELIST_SETTLE = 1.0
 LIVENESS_GRACE = 15.0  # /livez fails when the loop has not beaten for this long
 
 
@@ -61,6 +64,9 @@ class Operator:
         self._restoring = False
         self._missed: set[ServiceKey] = set()  # Service events seen while restoring
         self._missed_other = False  # a Namespace or ConfigMap event seen while restoring
+        self._epoch = 0  # bumped by deactivate(): an activation begun before it must not finish
+        self._activation: asyncio.Task[None] | None = None
+        self._sweep_at: float | None = None  # when to look for Services deleted unseen
         self.events_seen = 0  # watch events handed to us, deciding or not
         self._beat = time.monotonic()
 
@@ -77,14 +83,38 @@ class Operator:
     async def startup(self) -> None:
         """kopf start-up, before any watch: restore and decide now if we may write."""
         if self.leader():
-            await self.activate()
+            await asyncio.wait([self.start_activation()])  # a cancelled one does not raise here
         self.ready = True
+
+    def start_activation(self) -> asyncio.Task[None]:
+        """Activate in a task of its own (the elector's callback cannot wait), or join the one
+        running; deactivate() cancels it."""
+        if self._activation is None or self._activation.done():
+            self._activation = asyncio.get_running_loop().create_task(
+                self._activate_while_leading(), name="lbctl-activate"
+            )
+            self._activation.add_done_callback(_log_failure)
+        return self._activation
+
+    async def _activate_while_leading(self) -> None:
+        """activate(), tried again while we still lead: a leader that failed to restore (the
+        API went away meanwhile) must not sit on the Lease deciding nothing."""
+        for attempt in range(STARTUP_ATTEMPTS):
+            if not self.leader():
+                return
+            try:
+                await self.activate()
+                return
+            except (KubeError, RuntimeError) as err:
+                log.warning("activation_failed attempt=%d error=%s", attempt + 1, err)
+            await asyncio.sleep(_delay(attempt))
+        raise RuntimeError(f"could not activate after {STARTUP_ATTEMPTS} attempts")
 
     async def activate(self) -> None:
         """Become the deciding replica: fresh state, restored from what Services hold."""
         if self.active or self._restoring:
             return
-        self._restoring = True
+        self._restoring, epoch = True, self._epoch
         self._missed.clear()
         self._missed_other = False
         try:
@@ -98,13 +128,21 @@ class Operator:
                     await self.redecide(key)
         finally:
             self._restoring = False
-        self.active = True
+        self.active = epoch == self._epoch  # deactivated meanwhile: stay a standby
+        log.info("activated" if self.active else "activation_abandoned reason=deactivated")
 
     def deactivate(self) -> None:
-        """Stop deciding (the elector lost the Lease); state is rebuilt on the next activate()."""
+        """Stop deciding now (the elector lost the Lease); a restore in progress is cancelled
+        and the allocator dropped: the next activate() rebuilds it from Service status."""
+        self._epoch += 1
+        if self._activation is not None and not self._activation.done():
+            self._activation.cancel()
+        if self.active:
+            log.info("deactivated")
         self.active = False
         self._due.clear()
         self._attempts.clear()
+        self.reconciler = self._make()
 
     async def _restore(self) -> None:
         self.reconciler = self._make()
@@ -152,6 +190,8 @@ class Operator:
         key = _key(body)
         if not self._deciding(key):
             return
+        if event_type is None:  # kopf is (re-)listing
+            self._sweep_at = time.monotonic() + RELIST_SETTLE
         if event_type == "DELETED":
             self._forget(key)
             await self.apply(self.reconciler.on_service_deleted(body))
@@ -206,6 +246,21 @@ class Operator:
         else:
             await self.apply(self.reconciler.on_service(body), depth)
 
+    async def sweep(self) -> None:
+        """Release Services the allocator knows but the API no longer lists (deleted while a
+        watch was down). Known before listing, so a Service created meanwhile is not at risk."""
+        rec = self.reconciler
+        alloc = rec.allocator
+        known = {a.key for a in alloc.assignments()} | {r.key for r in alloc.pending_requests()}
+        listed = {_key(body) for body in await self._run(self.kube.list_services)}
+        if rec is not self.reconciler or not self.active:
+            return  # deactivated meanwhile: the next activation restores from a listing anyway
+        for key in sorted(known - listed):
+            log.info("service_gone service=%s seen=listing", key)
+            ns, name = key.split("/", 1)
+            stub = {"metadata": {"namespace": ns, "name": name}}
+            await self.apply(rec.on_service_deleted(stub))
+
     async def _post(self, event: EventWrite) -> None:
         try:
             await self._run(self.kube.post_event, event)
@@ -230,6 +285,9 @@ class Operator:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
+            if self._sweep_at is not None and self._sweep_at <= now:
+                self._sweep_at = None
+                await self._sweep_quietly()
             due = [k for k, when in self._due.items() if when <= now][:100]  # bounded per tick
             for key in due:
                 self._due.pop(key, None)
@@ -240,6 +298,15 @@ class Operator:
                     self._schedule(key)
                 if key not in self._due:
                     self._attempts.pop(key, None)
+
+    async def _sweep_quietly(self) -> None:
+        if not self.active:
+            return
+        try:
+            await self.sweep()
+        except KubeError as err:
+            log.warning("sweep_failed error=%s", err)
+            self._sweep_at = time.monotonic() + RETRY_DELAYS[-1]
 
     async def heartbeat(self) -> None:
         while True:
@@ -253,7 +320,14 @@ class Operator:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
+        if self._activation is not None:
+            self._activation.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.error("activation_failed error=%r", err, exc_info=err)
 
 
 def _delay(attempt: int) -> float:

@@ -21,12 +21,14 @@ from kubernetes import client, config
 from controller import handlers
 from controller.config import DEFAULT_CONFIG_MAP
 from controller.kube import Kube
+from controller.lease import LeaderElector, LeaseTiming
 from controller.metrics import HealthServer, Metrics
 from controller.operator import Operator
 from controller.reconciler import Reconciler
 
 log = logging.getLogger("lbctl.controller")
 T = TypeVar("T")
+DEFAULT_LEASE_NAMESPACE = "lbctl-system"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class Options:
     metrics_host: str = "0.0.0.0"  # probes and scrapes come from the node
     metrics_port: int = 7472  # MetalLB's controller metrics port, so dashboards carry over
     instance: str | None = None  # reportingInstance of Events (default: hostname)
+    leader_elect: bool = False  # campaign for the Lease (lbctl-controller turns this on)
+    lease_namespace: str = DEFAULT_LEASE_NAMESPACE
+    identity: str | None = None  # holderIdentity in the Lease (default: lease.default_identity())
+    lease_timing: LeaseTiming | None = None  # None: LeaseTiming()'s defaults
 
 
 def api_client_for(kubeconfig: str | None) -> client.ApiClient:
@@ -86,18 +92,34 @@ def kopf_settings() -> kopf.OperatorSettings:
 
 
 class Controller:
-    """One replica. `leader` is the fencing hook consulted before every write (HA: see docs)."""
+    """One replica. Writes are fenced by `leader` (tests pass a callable) or, with
+    `options.leader_elect`, by the Lease elector, which also activates and deactivates the
+    operator as it gains and loses the Lease (docs/controller.md, High availability)."""
 
-    def __init__(self, options: Options, *, leader: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, options: Options, *, leader: Callable[[], bool] | None = None) -> None:
         self.options = options
         self.loop: asyncio.AbstractEventLoop | None = None
         self.api_client = api_client_for(options.kubeconfig)
+        self.elector: LeaderElector | None = None
+        if options.leader_elect:
+            if leader is not None:
+                raise ValueError("leader= and leader_elect are exclusive")
+            self.elector = LeaderElector.for_kube(
+                lambda: api_client_for(options.kubeconfig),
+                options.lease_namespace,
+                options.identity,
+                timing=options.lease_timing,
+                on_started_leading=self._started_leading,
+                on_stopped_leading=self._stopped_leading,
+            )
+            leader = self.elector.is_leader
+        fence = leader or (lambda: True)
         self.metrics = Metrics()
-        self.metrics.leader.set_function(lambda: 1.0 if leader() else 0.0)
+        self.metrics.leader.set_function(lambda: 1.0 if fence() else 0.0)
         self.kube = Kube(
-            self.api_client, leader=leader, on_write=self.metrics.wrote, instance=options.instance
+            self.api_client, leader=fence, on_write=self.metrics.wrote, instance=options.instance
         )
-        self.operator = Operator(self._new_reconciler, self.kube, leader=leader)
+        self.operator = Operator(self._new_reconciler, self.kube, leader=fence)
         self.metrics.watch(lambda: self.operator.reconciler)
         self.registry = kopf.OperatorRegistry()
         handlers.register(self.registry, self.operator, lambda: connection_info(self.api_client))
@@ -108,6 +130,13 @@ class Controller:
             host=options.metrics_host,
             port=options.metrics_port,
         )
+
+    # The elector calls these on the controller's loop, as leadership flips.
+    def _started_leading(self) -> None:
+        self.operator.start_activation()
+
+    def _stopped_leading(self) -> None:
+        self.operator.deactivate()
 
     def _new_reconciler(self) -> Reconciler:
         opts = self.options
@@ -134,6 +163,10 @@ class Controller:
             asyncio.create_task(self.operator.retry_loop(), name="lbctl-retry"),
             asyncio.create_task(self.operator.heartbeat(), name="lbctl-heartbeat"),
         ]
+        if self.elector is not None:
+            who, ns = self.elector.identity, self.options.lease_namespace
+            log.info("leader_election identity=%s namespace=%s", who, ns)
+            tasks.append(asyncio.create_task(self.elector.run(), name="lbctl-lease"))
         try:
             await kopf.operator(
                 registry=self.registry,
@@ -159,7 +192,7 @@ class ControllerThread:
     """A controller in its own thread and event loop (component tests): start() waits until it
     has restored and is ready; stop() ends it."""
 
-    def __init__(self, options: Options, *, leader: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, options: Options, *, leader: Callable[[], bool] | None = None) -> None:
         self.controller = Controller(options, leader=leader)
         self._stop = threading.Event()
         self._error: BaseException | None = None

@@ -13,18 +13,15 @@ from typing import Any
 
 import pytest
 
-from controller.lease import (
+from controller.lease import LeaderElector, LeaseConflict, LeaseError, default_identity
+from lbctl.core.lease import (
     LEASE_NAME,
     Action,
     Decision,
-    LeaderElector,
-    LeaseConflict,
-    LeaseError,
     LeaseRecord,
     LeaseTiming,
     Why,
     decide,
-    default_identity,
     is_fresh,
     lease_spec,
     micro_time,
