@@ -119,17 +119,30 @@ class Operator:
         self._missed_other = False
         try:
             await self._restore()
-            while self._missed or self._missed_other:  # bounded: each pass drains what it saw
-                missed, self._missed = self._missed, set()
-                if self._missed_other:
-                    self._missed_other = False
-                    await self._reread_others()
-                for key in sorted(missed):
-                    await self.redecide(key)
+            # Active from here: later events are decided as they come. Waiting for a quiet
+            # moment before that would starve under steady churn (a busy takeover never ends).
+            missed, other = self._missed, self._missed_other
+            self._missed, self._missed_other = set(), False
+            self.active = epoch == self._epoch  # deactivated meanwhile: stay a standby
         finally:
             self._restoring = False
-        self.active = epoch == self._epoch  # deactivated meanwhile: stay a standby
         log.info("activated" if self.active else "activation_abandoned reason=deactivated")
+        if self.active:
+            await self._catch_up(missed, other)
+
+    async def _catch_up(self, missed: set[ServiceKey], other: bool) -> None:
+        """Decide again, from what the API holds now, what changed while restoring."""
+        if other:
+            try:
+                await self._reread_others()
+            except KubeError as err:
+                log.warning("catch_up_failed what=config_or_namespaces error=%s", err)
+        for key in sorted(missed):
+            try:
+                await self.redecide(key)
+            except KubeError as err:
+                log.warning("catch_up_failed service=%s error=%s", key, err)
+                self._schedule(key)
 
     def deactivate(self) -> None:
         """Stop deciding now (the elector lost the Lease); a restore in progress is cancelled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from controller_bed import bed, lbctl_config, wait_for
@@ -48,3 +49,39 @@ def test_standby_writes_nothing_until_activated_then_restores_before_assigning(
             b.service(ns, "late")
             wait_for(lambda: operator.events_seen > seen, 5, "the event for late")
             assert b.ips(ns, "late") == []
+
+
+def test_takeover_during_steady_churn_becomes_active_without_waiting_for_quiet(
+    tmp_path: Path,
+) -> None:
+    with bed(tmp_path) as b:
+        ns = b.namespace("apps")
+        b.set_config(lbctl_config('- name: public\n  addresses: ["192.0.2.0/24"]\n'))
+        names = [f"s{i}" for i in range(20)]
+        for name in names:
+            b.service(ns, name)
+        leading = threading.Event()
+        stop = threading.Event()
+
+        def churn() -> None:  # label edits back to back, bounded in time and by `stop`
+            deadline = time.monotonic() + 15
+            for i in range(100_000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                b.patch(ns, names[i % len(names)], {"metadata": {"labels": {"n": str(i)}}})
+
+        opts = Options(kubeconfig=str(b.kubeconfig("standby")), metrics_port=0)
+        with ControllerThread(opts, leader=leading.is_set) as ctl:
+            operator = ctl.controller.operator
+            writer = threading.Thread(target=churn)
+            writer.start()
+            try:
+                leading.set()
+                ctl.controller.submit(operator.activate())
+                wait_for(lambda: operator.active, 10, "the replica to become active")
+                assert writer.is_alive(), "activation waited for the churn to end"
+            finally:
+                stop.set()
+                writer.join(10)
+            held = [b.wait_ips(ns, name) for name in names]
+            assert len({ip for ips in held for ip in ips}) == len(names)
