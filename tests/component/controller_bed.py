@@ -4,6 +4,7 @@ controller kubeconfig), Service and ConfigMap builders, and polling helpers."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -226,3 +227,11 @@ def ingress_history(api: ApiServer) -> dict[str, list[list[str]]]:
 
     result: dict[str, list[list[str]]] = api.call(collect)
     return result
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a controller's metrics)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from controller_bed import (
     CONFIG_NS,
     Bed,
     bed,
+    free_port,
     ingress_history,
     ingress_ips,
     lbctl_config,
@@ -51,13 +51,6 @@ V6: dict[str, Any] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Replica:
     """One `lbctl-controller` process with leader election on; `identity` is both its
@@ -81,7 +74,7 @@ class Replica:
 
 @contextmanager
 def replica(b: Bed, identity: str) -> Iterator[Replica]:
-    port = _free_port()
+    port = free_port()
     cmd = [
         str(BIN),
         f"--kubeconfig={b.kubeconfig(identity)}",

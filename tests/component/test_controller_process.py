@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from controller_bed import Bed, bed, ingress_history, lbctl_config, scrape, wait_for
+from controller_bed import Bed, bed, free_port, ingress_history, lbctl_config, scrape, wait_for
 
 BIN = Path(sys.executable).parent / "lbctl-controller"
 POOL_A = '- name: a\n  addresses: ["192.0.2.0/25"]\n'
@@ -19,16 +18,9 @@ POOL_B = '- name: b\n  addresses: ["203.0.113.0/25"]\n'
 SERVICES = 100
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def process(b: Bed, identity: str, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port()
+    port = free_port()
     cmd = [
         str(BIN),
         f"--kubeconfig={b.kubeconfig(identity)}",
