@@ -35,30 +35,17 @@ from lbctl.core.lease import (
     decide,
     is_fresh,
     lease_spec,
-    micro_time,
     parse_lease,
     released_spec,
 )
 
-__all__ = [
-    "LEASE_NAME",
-    "Action",
-    "Decision",
+__all__ = [  # the shell; the pure names live in lbctl.core.lease
     "KubeLeaseStore",
     "LeaderElector",
     "LeaseConflict",
     "LeaseError",
-    "LeaseRecord",
     "LeaseStore",
-    "LeaseTiming",
-    "Why",
-    "decide",
     "default_identity",
-    "is_fresh",
-    "lease_spec",
-    "micro_time",
-    "parse_lease",
-    "released_spec",
 ]
 
 log = logging.getLogger("lbctl.controller.lease")

@@ -21,10 +21,11 @@ from kubernetes import client, config
 from controller import handlers
 from controller.config import DEFAULT_CONFIG_MAP
 from controller.kube import Kube
-from controller.lease import LeaderElector, LeaseTiming
+from controller.lease import LeaderElector
 from controller.metrics import HealthServer, Metrics
 from controller.operator import Operator
 from controller.reconciler import Reconciler
+from lbctl.core.lease import LeaseTiming
 
 log = logging.getLogger("lbctl.controller")
 T = TypeVar("T")

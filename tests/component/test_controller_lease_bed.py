@@ -20,14 +20,8 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 
-from controller.lease import (
-    LEASE_NAME,
-    LeaderElector,
-    LeaseConflict,
-    LeaseError,
-    LeaseTiming,
-    lease_spec,
-)
+from controller.lease import LeaderElector, LeaseConflict, LeaseError
+from lbctl.core.lease import LEASE_NAME, LeaseTiming, lease_spec
 from lbctl.lab.apiserver import ApiServer, RequestRecord
 
 NS = "lbctl-system"
