@@ -6,6 +6,7 @@ generation); lastTransitionTime moves only when the status flips.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ CONDITION_TYPE = "lbctl.io/IPAllocated"
 MAX_MESSAGE = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What the condition should say about one Service."""
 
@@ -55,21 +56,46 @@ def find(status: object) -> Mapping[str, object] | None:
     return None
 
 
-def up_to_date(existing: Mapping[str, object] | None, verdict: Verdict, generation: int) -> bool:
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """Our condition as a Service shows it: only what up_to_date() and build() read, kept for
+    every Service (a slim copy, no dict; status and reason are a handful of shared strings)."""
+
+    status: object
+    reason: object
+    message: object
+    generation: object  # observedGeneration
+    since: object  # lastTransitionTime
+
+    @classmethod
+    def of(cls, cond: Mapping[str, object] | None) -> Shown | None:
+        if cond is None:
+            return None
+        status, reason = cond.get("status"), cond.get("reason")
+        return cls(
+            sys.intern(status) if isinstance(status, str) else status,
+            sys.intern(reason) if isinstance(reason, str) else reason,
+            cond.get("message"),
+            cond.get("observedGeneration"),
+            cond.get("lastTransitionTime"),
+        )
+
+
+def up_to_date(existing: Shown | None, verdict: Verdict, generation: int) -> bool:
     return existing is not None and (
-        existing.get("status"),
-        existing.get("reason"),
-        existing.get("message"),
-        existing.get("observedGeneration"),
+        existing.status,
+        existing.reason,
+        existing.message,
+        existing.generation,
     ) == (verdict.status, verdict.reason, clip(verdict.message), generation)
 
 
 def build(
-    verdict: Verdict, existing: Mapping[str, object] | None, generation: int, now: datetime
+    verdict: Verdict, existing: Shown | None, generation: int, now: datetime
 ) -> dict[str, object]:
     """The condition to write: lastTransitionTime kept unless the status flips."""
-    since = existing.get("lastTransitionTime") if existing is not None else None
-    if existing is None or existing.get("status") != verdict.status or not isinstance(since, str):
+    since = existing.since if existing is not None else None
+    if existing is None or existing.status != verdict.status or not isinstance(since, str):
         since = rfc3339(now)
     return {
         "type": CONDITION_TYPE,

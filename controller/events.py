@@ -41,7 +41,7 @@ class EventType(enum.StrEnum):
     WARNING = "Warning"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectRef:
     """What an Event is about (core/v1 involvedObject)."""
 
@@ -52,7 +52,7 @@ class ObjectRef:
     api_version: str = "v1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventWrite:
     ref: ObjectRef
     type: EventType

@@ -23,7 +23,7 @@ def _map(obj: object, key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observed:
     """The fields of a Service body the controller compares and writes against."""
 
@@ -35,7 +35,7 @@ class Observed:
     lb_class: str | None
     ips: tuple[IPAddress, ...]  # status.loadBalancer.ingress[].ip
     has_ingress: bool  # any ingress entry at all (hostnames included)
-    condition: Mapping[str, object] | None  # ours, lbctl.io/IPAllocated
+    condition: conditions.Shown | None  # ours, lbctl.io/IPAllocated
     pool_annotation: str | None  # lbctl.io/ip-allocated-from-pool
 
     @classmethod
@@ -53,7 +53,7 @@ class Observed:
             lb_class=lb_class if isinstance(lb_class, str) and lb_class else None,
             ips=held_ips(body),
             has_ingress=bool(ingress),
-            condition=_copy(conditions.find(status)),
+            condition=conditions.Shown.of(conditions.find(status)),
             pool_annotation=_text(_map(meta, "annotations").get(ann.ALLOCATED_FROM_POOL)),
         )
 
@@ -66,15 +66,11 @@ class Observed:
         return self.key.split("/", 1)[1]
 
 
-def _copy(cond: Mapping[str, object] | None) -> Mapping[str, object] | None:
-    return None if cond is None else dict(cond)
-
-
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Desired:
     """Where a Service should end up. `ips` None: leave the ingress alone; `verdict` None: remove
     our condition; `pool` is the annotation value (None removes it) unless `keep_pool`."""
@@ -85,43 +81,67 @@ class Desired:
     keep_pool: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceWrite:
-    """Patches for one Service, each carrying the resourceVersion read (409 on a stale read).
+    """Patches taking one Service from `obs` to `want`, each carrying the resourceVersion read
+    (409 on a stale read). The patch bodies are built when applied, not when decided: a burst
+    of Services waiting for their writes holds a few pointers each (docs/performance.md).
 
     `status` is a strategic-merge patch for /status (conditions merged by type); `annotations`
     a merge patch of metadata.annotations (None values delete), sent after the status.
     """
 
-    key: ServiceKey
-    resource_version: str
-    status: dict[str, Any] | None = None
-    annotations: dict[str, str | None] | None = None
+    obs: Observed
+    want: Desired
+    now: datetime  # when decided: a new condition's lastTransitionTime
+    ingress: bool  # status.loadBalancer.ingress changes
+    condition: bool  # our condition changes
+    pool: bool  # the pool annotation changes
+
+    @property
+    def key(self) -> ServiceKey:
+        return self.obs.key
+
+    @property
+    def resource_version(self) -> str:
+        return self.obs.resource_version
 
     @property
     def namespace(self) -> str:
-        return self.key.split("/", 1)[0]
+        return self.obs.namespace
 
     @property
     def name(self) -> str:
-        return self.key.split("/", 1)[1]
+        return self.obs.name
+
+    @property
+    def status(self) -> dict[str, Any] | None:
+        obs, want = self.obs, self.want
+        status: dict[str, Any] = {}
+        if self.ingress and want.ips is not None:
+            # An empty list would merge as "no change" under strategic merge: null deletes it.
+            status["loadBalancer"] = {"ingress": [{"ip": str(ip)} for ip in want.ips] or None}
+        if self.condition:
+            if want.verdict is None:
+                status["conditions"] = [conditions.removal()]
+            else:
+                cond = conditions.build(want.verdict, obs.condition, obs.generation, self.now)
+                status["conditions"] = [cond]
+        return status or None
+
+    @property
+    def annotations(self) -> dict[str, str | None] | None:
+        return {ann.ALLOCATED_FROM_POOL: self.want.pool} if self.pool else None
 
 
 def plan(obs: Observed, want: Desired, now: datetime) -> ServiceWrite | None:
     """The smallest write taking obs to want, or None when nothing differs."""
-    status: dict[str, Any] = {}
-    if want.ips is not None and (want.ips != obs.ips or (not want.ips and obs.has_ingress)):
-        # An empty list would merge as "no change" under strategic merge: null deletes the key.
-        ingress = [{"ip": str(ip)} for ip in want.ips] or None
-        status["loadBalancer"] = {"ingress": ingress}
+    ingress = want.ips is not None and (want.ips != obs.ips or (not want.ips and obs.has_ingress))
     if want.verdict is None:
-        if obs.condition is not None:
-            status["conditions"] = [conditions.removal()]
-    elif not conditions.up_to_date(obs.condition, want.verdict, obs.generation):
-        status["conditions"] = [conditions.build(want.verdict, obs.condition, obs.generation, now)]
-    annotations: dict[str, str | None] | None = None
-    if not want.keep_pool and want.pool != obs.pool_annotation:
-        annotations = {ann.ALLOCATED_FROM_POOL: want.pool}
-    if not status and annotations is None:
+        condition = obs.condition is not None
+    else:
+        condition = not conditions.up_to_date(obs.condition, want.verdict, obs.generation)
+    pool = not want.keep_pool and want.pool != obs.pool_annotation
+    if not (ingress or condition or pool):
         return None
-    return ServiceWrite(obs.key, obs.resource_version, status or None, annotations)
+    return ServiceWrite(obs, want, now, ingress, condition, pool)

@@ -1,6 +1,9 @@
-"""The controller's async glue: kopf handlers call it; it asks the reconciler, applies the
-decisions through kube.Kube in worker threads, and retries what failed. Built by runner.
+"""The controller's async glue: kopf handlers call it; it asks the reconciler, queues the
+decisions (controller.workqueue: one entry per object, the newest decision wins) and writers apply
+them through kube.Kube in worker threads, retrying what failed. Built by runner.
 
+Handlers never wait for a write: kopf's per-object worker ends as soon as the decision is queued,
+so a burst of new Services holds a small Work per Service, not kopf's worker and body.
 Conflicts (409) are resolved by re-reading the Service and deciding again; other failures put the
 Service on a retry list with capped backoff, so a flaky API delays convergence but loses nothing.
 """
@@ -12,12 +15,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from controller.events import EventWrite
 from controller.kube import Conflict, Kube, KubeError, NotLeader
 from controller.observed import ServiceWrite
 from controller.reconciler import Decisions, Reconciler
+from controller.workqueue import KeyedQueue
 from lbctl.core.model import ServiceKey, service_key
 
 log = logging.getLogger("lbctl.controller")
@@ -32,6 +37,32 @@ HEARTBEAT = 1.0  # seconds between liveness beats
 # DELETED events the watch gap hid: once a listing has been quiet this long, sweep for them.
 RELIST_SETTLE = 1.0
 LIVENESS_GRACE = 15.0  # /livez fails when the loop has not beaten for this long
+WORKERS = int(
+    __import__("os").environ.get("LBCTL_W", "8")
+)  # writers, and threads making their API calls
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What is left to do about one object: its patch, then its Events. `settle`: build the
+    patch (and Events) from the reconciler's state when a writer takes it (Decisions.settle)."""
+
+    write: ServiceWrite | None = None
+    events: tuple[EventWrite, ...] = ()
+    depth: int = 0  # 409s in a row that led to this write
+    settle: bool = False
+
+
+def _merge(waiting: Work, newer: Work) -> Work:
+    """A newer decision replaces the waiting patch (it was made from a newer or equal view of
+    the object; `settle` reads the newest); Events are never dropped."""
+    events = waiting.events + newer.events
+    if newer.write is None and not newer.settle:
+        return Work(waiting.write, events, waiting.depth, waiting.settle)
+    return Work(newer.write, events, newer.depth, newer.settle)
+
+
+WorkKey = tuple[str, str, str]  # kind, namespace, name of the object written or reported on
 
 
 class Operator:
@@ -50,13 +81,15 @@ class Operator:
         kube: Kube,
         *,
         leader: Callable[[], bool] = lambda: True,
-        workers: int = 8,
+        workers: int = WORKERS,
     ) -> None:
         self._make = make_reconciler
         self.reconciler = make_reconciler()
         self.kube = kube
         self.leader = leader
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lbctl-kube")
+        self._workers = workers
+        self._work: KeyedQueue[WorkKey, Work] = KeyedQueue(_merge)
         self._due: dict[ServiceKey, float] = {}  # Services to re-decide, and when
         self._attempts: dict[ServiceKey, int] = {}  # failed attempts in a row
         self.ready = False
@@ -153,6 +186,7 @@ class Operator:
         if self.active:
             log.info("deactivated")
         self.active = False
+        self._work.clear()
         self._due.clear()
         self._attempts.clear()
         self.reconciler = self._make()
@@ -174,16 +208,14 @@ class Operator:
         decisions = self.reconciler.restore(
             configmap=configmap, namespaces=namespaces, services=services
         )
-        await self.apply(decisions)
+        self.apply(decisions)
         log.info("restore_done services=%d writes=%d", len(services), len(decisions.services))
 
     async def _reread_others(self) -> None:
         ns, name = self.reconciler.config.namespace, self.reconciler.config.name
-        await self.apply(
-            self.reconciler.on_config(await self._run(self.kube.get_configmap, ns, name))
-        )
+        self.apply(self.reconciler.on_config(await self._run(self.kube.get_configmap, ns, name)))
         for body in await self._run(self.kube.list_namespaces):
-            await self.apply(self.reconciler.on_namespace(body))
+            self.apply(self.reconciler.on_namespace(body))
 
     def _deciding(self, key: ServiceKey | None) -> bool:
         """Whether to decide on an event now; while restoring, remember it for afterwards."""
@@ -207,9 +239,9 @@ class Operator:
             self._sweep_at = time.monotonic() + RELIST_SETTLE
         if event_type == "DELETED":
             self._forget(key)
-            await self.apply(self.reconciler.on_service_deleted(body))
+            self.apply(self.reconciler.on_service_deleted(body))
         else:
-            await self.apply(self.reconciler.on_service(body))
+            self.apply(self.reconciler.on_service(body, defer=True))
 
     async def on_namespace(self, event_type: str | None, body: Body) -> None:
         if not self._deciding(None):
@@ -217,20 +249,54 @@ class Operator:
         if event_type == "DELETED":
             self.reconciler.on_namespace_deleted(body)
         else:
-            await self.apply(self.reconciler.on_namespace(body))
+            self.apply(self.reconciler.on_namespace(body))
 
     async def on_config(self, event_type: str | None, body: Body) -> None:
         if not self._deciding(None):
             return
-        await self.apply(self.reconciler.on_config(None if event_type == "DELETED" else body))
+        self.apply(self.reconciler.on_config(None if event_type == "DELETED" else body))
 
     # --- applying decisions -----------------------------------------------------------------
 
-    async def apply(self, decisions: Decisions, depth: int = 0) -> None:
+    def apply(self, decisions: Decisions, depth: int = 0) -> None:
+        """Queue the decisions for the writers (never waits for the API)."""
         for write in decisions.services:
-            await self._apply_service(write, depth)
+            ns, name = write.key.split("/", 1)
+            self._work.put(("Service", ns, name), Work(write=write, depth=depth))
         for event in decisions.events:
-            await self._post(event)
+            ref = event.ref
+            self._work.put((ref.kind, ref.namespace, ref.name), Work(events=(event,)))
+        for key in decisions.settle:
+            ns, name = key.split("/", 1)
+            self._work.put(("Service", ns, name), Work(depth=depth, settle=True))
+
+    async def writers(self) -> None:
+        """Apply queued work, `workers` objects at a time (runner starts this before kopf)."""
+        await asyncio.gather(*(self._writer() for _ in range(self._workers)))
+
+    async def _writer(self) -> None:
+        while True:
+            key, work = await self._work.get()
+            try:
+                write, events = work.write, work.events
+                if work.settle and self.active:
+                    fresh = self.reconciler.settle(service_key(key[1], key[2]))
+                    write = fresh.services[0] if fresh.services else None
+                    events += tuple(fresh.events)
+                if write is not None:
+                    await self._apply_service(write, work.depth)
+                for event in events:
+                    await self._post(event)
+            except Exception as err:  # a writer must outlive any one object's surprise
+                log.exception("write_crashed object=%s error=%r", "/".join(key), err)
+                if key[0] == "Service":
+                    self._schedule(service_key(key[1], key[2]))
+            finally:
+                self._work.done(key)
+
+    def idle(self) -> bool:
+        """No write waiting or in progress (retries due later do not count)."""
+        return not self._work.busy()
 
     async def _apply_service(self, write: ServiceWrite, depth: int) -> None:
         try:
@@ -255,9 +321,9 @@ class Operator:
         body = await self._run(self.kube.get_service, ns, name)
         if body is None:
             stub = {"metadata": {"namespace": ns, "name": name}}
-            await self.apply(self.reconciler.on_service_deleted(stub), depth)
+            self.apply(self.reconciler.on_service_deleted(stub), depth)
         else:
-            await self.apply(self.reconciler.on_service(body), depth)
+            self.apply(self.reconciler.on_service(body), depth)
 
     async def sweep(self) -> None:
         """Release Services the allocator knows but the API no longer lists (deleted while a
@@ -272,7 +338,7 @@ class Operator:
             log.info("service_gone service=%s seen=listing", key)
             ns, name = key.split("/", 1)
             stub = {"metadata": {"namespace": ns, "name": name}}
-            await self.apply(rec.on_service_deleted(stub))
+            self.apply(rec.on_service_deleted(stub))
 
     async def _post(self, event: EventWrite) -> None:
         try:

@@ -52,18 +52,21 @@ class _NoRecorder:
 
 @dataclass
 class Decisions:
-    """Writes to make, in order: Service patches, then Events."""
+    """Writes to make, in order: Service patches, then Events. `settle` (deferred decisions
+    only) names Services whose patch and Events Reconciler.settle() builds when they are due."""
 
     services: list[ServiceWrite] = field(default_factory=list)
     events: list[EventWrite] = field(default_factory=list)
+    settle: list[ServiceKey] = field(default_factory=list)
 
     def __iadd__(self, other: Decisions) -> Decisions:
         self.services += other.services
         self.events += other.events
+        self.settle += other.settle
         return self
 
     def __bool__(self) -> bool:
-        return bool(self.services or self.events)
+        return bool(self.services or self.events or self.settle)
 
 
 def _labels(body: Body) -> dict[str, str]:
@@ -148,8 +151,13 @@ class Reconciler:
 
     # --- Services ----------------------------------------------------------------------------
 
-    def on_service(self, body: Body) -> Decisions:
-        """A Service was added, changed, or listed again."""
+    def on_service(self, body: Body, *, defer: bool = False) -> Decisions:
+        """A Service was added, changed, or listed again.
+
+        With `defer`, the allocation is made now but the Services it settles are only named
+        (Decisions.settle): the controller builds their writes with settle() when a writer is
+        free, so a burst of new Services waits as keys, not as patches and Event texts.
+        """
         obs = Observed.of(body)
         if self._between.get(obs.key) == obs.resource_version:
             del self._between[obs.key]  # our own write, half-way: the next event shows the rest
@@ -168,9 +176,24 @@ class Reconciler:
             self._recorder.allocated(AllocSuccess.RESTORED.value)
         if isinstance(req, AdaptFailure):
             return self._invalid(obs, req, cur)
-        out = self._settle(obs, self.allocator.allocate(req))
-        out += self._woken(self.allocator.drain_woken())
+        result = self.allocator.allocate(req)
+        woken = self.allocator.drain_woken()
+        if defer:
+            keys = [obs.key, *(r.key for r in woken if r.key in self._seen)]
+            return Decisions(settle=keys)
+        out = self._settle(obs, result)
+        out += self._woken(woken)
         return out
+
+    def settle(self, key: ServiceKey) -> Decisions:
+        """The write and Events taking a seen Service to what the allocator holds for it now."""
+        obs = self._seen.get(key)
+        result: Result | None = self.allocator.assignment(key)
+        if result is None:
+            result = self.allocator.pending_failure(key)
+        if obs is None or result is None:
+            return Decisions()  # gone, or no longer ours: its own event said so
+        return self._settle(obs, result)
 
     def on_service_deleted(self, body: Body) -> Decisions:
         key = key_of(body)
@@ -202,7 +225,7 @@ class Reconciler:
             return out  # never ours
         ours_in_status = held is not None and obs.ips == held.ips
         if not ours_in_status and obs.condition is not None and obs.ips:
-            ours_in_status = obs.condition.get("status") == "True"
+            ours_in_status = obs.condition.status == "True"
         if not obs.load_balancer:
             want = Desired(() if ours_in_status else None, None, None)
             if held is not None:
@@ -356,12 +379,8 @@ class Reconciler:
     def resettle(self) -> Decisions:
         """Bring every seen Service's status in line with the allocator (after a config change)."""
         out = Decisions()
-        for key, obs in list(self._seen.items()):
-            result: Result | None = self.allocator.assignment(key)
-            if result is None:
-                result = self.allocator.pending_failure(key)
-            if result is not None:
-                out += self._settle(obs, result)
+        for key in list(self._seen):
+            out += self.settle(key)
         return out
 
     # --- queries (metrics, tests) -----------------------------------------------------------

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,7 +32,7 @@ T = TypeVar("T")
 DEFAULT_LEASE_NAMESPACE = "lbctl-system"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Options:
     kubeconfig: str | None = None  # None: in-cluster, else $KUBECONFIG / ~/.kube/config
     config_map: tuple[str, str] = DEFAULT_CONFIG_MAP
@@ -82,22 +82,40 @@ def connection_info(api_client: client.ApiClient) -> kopf.ConnectionInfo:
 
 
 WORKER_LIMIT = 20  # concurrent per-object workers in kopf (events of one object stay ordered)
-WORKER_IDLE = 0.02  # seconds a per-object worker waits for another event before it exits
+WORKER_IDLE = 0.001  # seconds a per-object worker waits for another event before it exits
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf compares each event's body with a stored "essence" for on.create/update/field
+    handlers; we register none of those (only on.event), so nothing is built, read or stored.
+    kopf's default deep-copies every Service body on every event to build it."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
 
 
 def kopf_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False  # Events only through kube.py
     settings.scanning.disabled = True  # no CRD/namespace scanning: core resources only
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Bounded watches: a silently dead connection is noticed within minutes, not never.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
-    # Bound kopf's per-object backlog: unlimited, a burst of 10,000 Services holds 10,000 worker
-    # tasks with their decoded bodies at once, and RSS keeps that high-water mark (controller
-    # RSS 441 MiB after a 10,000 burst; 173 MiB with 20 workers, same convergence time:
-    # docs/performance.md). A worker must then leave as soon as its object's queue is empty:
-    # with kopf's default 5 s idle wait, 20 workers would handle 4 objects a second.
+    # kopf keeps a queue, a worker and the decoded body for every object with an event not yet
+    # handled. Our handlers only decide and queue the writes (controller.workqueue), so a worker
+    # is done in microseconds and must then leave at once: with kopf's default 5 s idle wait, a
+    # burst of 10,000 Services would keep 10,000 workers and bodies alive, and RSS keeps that
+    # high-water mark (docs/performance.md, Controller memory).
     settings.queueing.worker_limit = WORKER_LIMIT
     settings.queueing.idle_timeout = WORKER_IDLE
     return settings
@@ -174,6 +192,7 @@ class Controller:
         tasks = [
             asyncio.create_task(self.operator.retry_loop(), name="lbctl-retry"),
             asyncio.create_task(self.operator.heartbeat(), name="lbctl-heartbeat"),
+            asyncio.create_task(self.operator.writers(), name="lbctl-writers"),
         ]
         if self.elector is not None:
             who, ns = self.elector.identity, self.options.lease_namespace

@@ -33,7 +33,7 @@ PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 _FAMILY_NAMES = {f.k8s: f for f in Family}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AdaptFailure:
     """A Service that cannot be handed to the allocator, and why (every problem, `; `-joined)."""
 
@@ -294,7 +294,7 @@ def _traffic_policy(spec: Mapping[str, object], problems: list[str]) -> TrafficP
 # --- Nodes ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeInfo:
     """What the speaker and the CLI need of a Node."""
 
@@ -343,7 +343,7 @@ def adapt_node(body: Mapping[str, object]) -> NodeInfo:
 # --- EndpointSlices ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointInfo:
     addresses: tuple[IPAddress, ...]
     node_name: NodeName | None
@@ -352,7 +352,7 @@ class EndpointInfo:
     terminating: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointSliceInfo:
     """One EndpointSlice, reduced to what announcing decisions need."""
 

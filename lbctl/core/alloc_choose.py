@@ -17,7 +17,7 @@ from lbctl.core.model import Family, IPAddress, IPFamilyPolicy, ServiceRequest
 from lbctl.core.reasons import AllocFailure
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Choice:
     """Addresses to take, primary family first; an address already held is joined (shared)."""
 

@@ -46,7 +46,7 @@ class PoolSlot:
         return f"{space.used}/{space.size}{suffix} used"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidates:
     """The pools one request may use: `usable` for requested IPs, `auto` for auto-assignment."""
 

@@ -19,7 +19,7 @@ def akey_of(family: Family, n: int) -> int:
     return n if family is Family.V4 else n | V6_TAG
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Assignment:
     """The addresses a Service holds, primary family first, and the pool they come from."""
 
@@ -31,7 +31,7 @@ class Assignment:
     orphaned: tuple[IPAddress, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failure:
     """Why a Service has no address; the message carries the numbers (`4/4 used`)."""
 
@@ -43,7 +43,7 @@ class Failure:
 Result = Assignment | Failure
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConfigChange:
     """The outcome of Allocator.update_config.
 
@@ -73,7 +73,7 @@ class AllocatorStats:
     retried_on_config: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Holding:
     """One held address and the Services holding it (several only when sharing)."""
 

@@ -16,7 +16,7 @@ LEASE_NAME = "lbctl-controller"
 Body = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeaseTiming:
     """Seconds. client-go's defaults are 15 / 10 / 2 (takeover up to ~24 s); ours keep its
     ratios (renew deadline = 2/3 of the lease) but are 5x shorter, because issue 4 asks for a
@@ -52,7 +52,7 @@ def micro_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeaseRecord:
     """The Lease as last read; holder "" means nobody (never held, or released)."""
 
@@ -92,7 +92,7 @@ class Why(enum.Enum):
     HELD = "held_by_other"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     action: Action
     why: Why

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NewType
@@ -21,7 +22,8 @@ PeerName = NewType("PeerName", str)
 
 
 def service_key(namespace: str, name: str) -> ServiceKey:
-    return ServiceKey(f"{namespace}/{name}")
+    # Interned: the same key is stored by the allocator, the reconciler and the Event memory.
+    return ServiceKey(sys.intern(f"{namespace}/{name}"))
 
 
 class Family(enum.IntEnum):
@@ -44,7 +46,7 @@ def family_of(ip: IPAddress) -> Family:
     return Family(ip.version)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class AddressRange:
     """An inclusive range of addresses of one family, as written (`text`) by the user."""
 
@@ -86,7 +88,7 @@ class SelectorOperator(enum.StrEnum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SelectorRequirement:
     key: str
     operator: SelectorOperator
@@ -104,7 +106,7 @@ class SelectorRequirement:
                 return self.key not in labels
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelSelector:
     """A Kubernetes label selector; the empty selector matches everything."""
 
@@ -122,7 +124,7 @@ def any_selector_matches(selectors: tuple[LabelSelector, ...], labels: Mapping[s
     return not selectors or any(sel.matches(labels) for sel in selectors)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AllocationScope:
     """Which Services may take addresses from a pool (MetalLB's serviceAllocation).
 
@@ -136,7 +138,7 @@ class AllocationScope:
     service_selectors: tuple[LabelSelector, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pool:
     name: PoolName
     ranges: tuple[AddressRange, ...]
@@ -185,7 +187,7 @@ class CommunityKind(enum.StrEnum):
     LARGE = "large"  # RFC 8092, "A:B:C" with 32-bit parts
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Community:
     kind: CommunityKind
     parts: tuple[int, ...]
@@ -195,7 +197,7 @@ class Community:
         return f"large:{text}" if self.kind is CommunityKind.LARGE else text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class L2Advertisement:
     name: str
     pools: tuple[PoolName, ...] = ()  # empty: every pool
@@ -203,7 +205,7 @@ class L2Advertisement:
     interfaces: tuple[str, ...] = ()  # empty: the interface whose subnet holds the VIP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPAdvertisement:
     name: str
     pools: tuple[PoolName, ...] = ()  # empty: every pool
@@ -215,7 +217,7 @@ class BGPAdvertisement:
     node_selectors: tuple[LabelSelector, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretRef:
     namespace: str
     name: str
@@ -240,7 +242,7 @@ class Secret(str):
         return self.REDACTED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPPeer:
     name: PeerName
     my_asn: int
@@ -262,7 +264,7 @@ class BGPPeer:
         return self.my_asn == self.peer_asn
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BFDProfile:
     """Validated and kept so users see it was read; ExaBGP has no BFD, so it is not used."""
 
@@ -281,7 +283,7 @@ class ConfigFormat(enum.StrEnum):
     METALLB = "metallb"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Config:
     pools: tuple[Pool, ...] = ()
     l2_advertisements: tuple[L2Advertisement, ...] = ()
@@ -301,7 +303,7 @@ class Severity(enum.StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ConfigIssue:
     """One finding, naming the object and the field: `pool "public": addresses[1]: ...`."""
 
@@ -322,7 +324,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParsedConfig:
     """A valid config plus the warnings found while reading it."""
 
@@ -344,13 +346,13 @@ class TrafficPolicy(enum.StrEnum):
     LOCAL = "Local"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ServicePort:
     protocol: str  # TCP, UDP, SCTP
     port: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceRequest:
     """What one LoadBalancer Service asks of the allocator, read once from its body."""
 

@@ -81,7 +81,7 @@ Tree = Mapping[object, object]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SelectorKeys:
     """How a format spells a selector's keys: lbctl's camelCase or MetalLB's kebab-case."""
 

@@ -21,10 +21,10 @@ EXHAUSTED = conditions.Verdict(False, "PoolExhausted", "pool public is full: 2/2
 def test_condition_keeps_transition_time_while_status_is_unchanged() -> None:
     first = conditions.build(EXHAUSTED, None, 1, T0)
     again = conditions.build(
-        conditions.Verdict(False, "NoPoolMatches", "other words"), first, 2, T1
+        conditions.Verdict(False, "NoPoolMatches", "other words"), conditions.Shown.of(first), 2, T1
     )
     assert again["lastTransitionTime"] == first["lastTransitionTime"] == "2026-01-01T00:00:00Z"
-    flipped = conditions.build(ALLOCATED, again, 2, T1)
+    flipped = conditions.build(ALLOCATED, conditions.Shown.of(again), 2, T1)
     assert flipped["lastTransitionTime"] == "2026-01-01T00:05:00Z"
     assert set(flipped) == {
         "type",
@@ -45,7 +45,7 @@ def test_condition_is_current_only_when_everything_matches(
     change: dict[str, object], current: bool
 ) -> None:
     existing = {**conditions.build(ALLOCATED, None, 1, T0), **change}
-    assert conditions.up_to_date(existing, ALLOCATED, 1) is current
+    assert conditions.up_to_date(conditions.Shown.of(existing), ALLOCATED, 1) is current
 
 
 def test_long_messages_are_clipped() -> None:

@@ -75,17 +75,26 @@ def svc(
 
 def apply(body: dict[str, Any], write: ServiceWrite) -> dict[str, Any]:
     """What the API server does with our patches (for the shapes the controller sends)."""
-    assert write.resource_version == body["metadata"]["resourceVersion"], "stale write"
+    return patched(body, write.resource_version, write.status, write.annotations)
+
+
+def patched(
+    body: dict[str, Any],
+    rv: str,
+    status: dict[str, Any] | None,
+    annotations: dict[str, str | None] | None,
+) -> dict[str, Any]:
+    assert rv == body["metadata"]["resourceVersion"], "stale write"
     new = copy.deepcopy(body)
-    if write.status is not None:
-        lb = write.status.get("loadBalancer")
+    if status is not None:
+        lb = status.get("loadBalancer")
         if lb is not None:
             ingress = lb.get("ingress")
             new["status"]["loadBalancer"] = {"ingress": ingress} if ingress else {}
-        for cond in write.status.get("conditions", []):
+        for cond in status.get("conditions", []):
             kept = [c for c in new["status"].get("conditions", []) if c["type"] != cond["type"]]
             new["status"]["conditions"] = kept + ([] if "$patch" in cond else [cond])
-    for key, value in (write.annotations or {}).items():
+    for key, value in (annotations or {}).items():
         if value is None:
             new["metadata"]["annotations"].pop(key, None)
         else:
@@ -95,14 +104,31 @@ def apply(body: dict[str, Any], write: ServiceWrite) -> dict[str, Any]:
 
 
 class World:
-    """Services as the API holds them; `settle` applies writes and feeds bodies back."""
+    """Services as the API holds them; `take` applies writes and feeds bodies back.
 
-    def __init__(self, rec: Reconciler) -> None:
+    With `defer`, Services are decided as the controller does (Reconciler.on_service with
+    defer=True, each named Service then settled): every World test runs both ways and must
+    see the same writes and Events.
+    """
+
+    def __init__(self, rec: Reconciler, defer: bool = False) -> None:
         self.rec = rec
+        self.defer = defer
         self.bodies: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []  # (object, reason, type)
 
+    def on_service(self, body: dict[str, Any]) -> Decisions:
+        return self.resolved(self.rec.on_service(body, defer=self.defer))
+
+    def resolved(self, decisions: Decisions) -> Decisions:
+        """The settle keys turned into their writes and Events, as the controller's writer does."""
+        out = Decisions(list(decisions.services), list(decisions.events))
+        for key in decisions.settle:
+            out += self.rec.settle(key)
+        return out
+
     def take(self, decisions: Decisions) -> None:
+        decisions = self.resolved(decisions)
         pending = list(decisions.services)
         self.events += [(e.ref.name, e.reason.value, e.type.value) for e in decisions.events]
         for _ in range(100):
@@ -111,7 +137,7 @@ class World:
             write = pending.pop(0)
             body = apply(self.bodies[write.key], write)
             self.bodies[write.key] = body
-            more = self.rec.on_service(body)  # the watch echoes our write
+            more = self.on_service(body)  # the watch echoes our write
             self.events += [(e.ref.name, e.reason.value, e.type.value) for e in more.events]
             pending += more.services
         raise AssertionError("writes never settle")
@@ -119,7 +145,7 @@ class World:
     def add(self, body: dict[str, Any]) -> dict[str, Any]:
         key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
         self.bodies[key] = body
-        self.take(self.rec.on_service(body))
+        self.take(self.rec.on_service(body, defer=self.defer))
         return self.bodies[key]
 
     def ips(self, key: str) -> list[str]:
@@ -143,9 +169,9 @@ def rec(clock: Clock) -> Reconciler:
     return r
 
 
-@pytest.fixture
-def world(rec: Reconciler) -> World:
-    return World(rec)
+@pytest.fixture(params=[False, True], ids=["eager", "deferred"])
+def world(rec: Reconciler, request: pytest.FixtureRequest) -> World:
+    return World(rec, defer=request.param)
 
 
 def test_new_service_gets_ingress_condition_annotation_and_one_event(rec: Reconciler) -> None:
@@ -173,8 +199,8 @@ def test_new_service_gets_ingress_condition_annotation_and_one_event(rec: Reconc
 
 def test_body_showing_the_desired_state_needs_no_write(world: World) -> None:
     body = world.add(svc("web"))
-    assert not world.rec.on_service(body)
-    assert not world.rec.on_service(body)
+    assert not world.on_service(body)
+    assert not world.on_service(body)
 
 
 def test_pending_service_through_20_resyncs_gets_one_event(world: World) -> None:
@@ -184,7 +210,7 @@ def test_pending_service_through_20_resyncs_gets_one_event(world: World) -> None
     for _ in range(20):
         body = copy.deepcopy(body)
         body["metadata"]["resourceVersion"] = str(next(_rv))
-        world.take(world.rec.on_service(body))
+        world.take(world.on_service(body))
     assert [e for e in world.events if e[0] == "c"] == [("c", "PoolExhausted", "Warning")]
     cond = world.condition("default/c")
     assert cond is not None
@@ -247,9 +273,9 @@ def test_stale_body_after_a_release_does_not_readopt_the_ip(world: World) -> Non
     changed["metadata"]["annotations"]["lbctl.io/address-pool"] = "nowhere"
     changed["metadata"]["resourceVersion"] = str(next(_rv))
     world.bodies["default/web"] = changed
-    world.take(world.rec.on_service(changed))  # UnknownPool: 192.0.2.1 goes to "waiting"
+    world.take(world.on_service(changed))  # UnknownPool: 192.0.2.1 goes to "waiting"
     assert world.ips("default/waiting") == ["192.0.2.1"]
-    world.rec.on_service(body)  # an old body still showing the IP arrives (say, after a 409)
+    world.on_service(body)  # an old body still showing the IP arrives (say, after a 409)
     holders = world.rec.allocator.holders(world.rec.held(ServiceKey("default/waiting"))[0])
     assert holders == ("default/waiting",)
 
@@ -260,7 +286,7 @@ def test_type_change_clears_ingress_condition_and_annotation(world: World) -> No
     body["spec"]["type"] = "ClusterIP"
     body["metadata"]["resourceVersion"] = str(next(_rv))
     world.bodies["default/web"] = body
-    world.take(world.rec.on_service(body))
+    world.take(world.on_service(body))
     assert world.ips("default/web") == []
     assert world.condition("default/web") is None
     assert (
@@ -271,7 +297,7 @@ def test_type_change_clears_ingress_condition_and_annotation(world: World) -> No
 
 
 def test_service_of_another_class_is_never_written(world: World) -> None:
-    out = world.rec.on_service(svc("theirs", lb_class="example.com/other"))
+    out = world.on_service(svc("theirs", lb_class="example.com/other"))
     assert not out
 
 
@@ -280,7 +306,7 @@ def test_class_change_releases_and_says_why(world: World) -> None:
     body["spec"]["loadBalancerClass"] = "example.com/other"
     body["metadata"]["resourceVersion"] = str(next(_rv))
     world.bodies["default/web"] = body
-    world.take(world.rec.on_service(body))
+    world.take(world.on_service(body))
     assert world.ips("default/web") == []
     assert world.condition("default/web")["reason"] == "ClassMismatch"  # type: ignore[index]
     assert world.rec.held(ServiceKey("default/web")) == ()
@@ -291,7 +317,7 @@ def test_malformed_annotation_on_holder_keeps_ips(world: World) -> None:
     body["metadata"]["annotations"]["lbctl.io/loadBalancerIPs"] = "nonsense"
     body["metadata"]["resourceVersion"] = str(next(_rv))
     world.bodies["default/web"] = body
-    world.take(world.rec.on_service(body))
+    world.take(world.on_service(body))
     assert world.ips("default/web") == ["192.0.2.1"]
     cond = world.condition("default/web")
     assert cond is not None
@@ -351,14 +377,12 @@ def test_namespace_labels_retry_pending_services(world: World) -> None:
 def test_half_written_echo_is_skipped(world: World) -> None:
     body = svc("web")
     world.bodies["default/web"] = body
-    [write] = world.rec.on_service(body).services
-    half = apply(body, ServiceWrite(write.key, write.resource_version, write.status, None))
-    full = apply(
-        half, ServiceWrite(write.key, half["metadata"]["resourceVersion"], None, write.annotations)
-    )
+    [write] = world.on_service(body).services
+    half = patched(body, write.resource_version, write.status, None)
+    full = patched(half, half["metadata"]["resourceVersion"], None, write.annotations)
     world.rec.observe(full, half["metadata"]["resourceVersion"])
-    assert not world.rec.on_service(half)
-    assert not world.rec.on_service(full)
+    assert not world.on_service(half)
+    assert not world.on_service(full)
 
 
 @pytest.mark.parametrize("reason", list(AllocFailure), ids=lambda r: r.value)
