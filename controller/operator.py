@@ -37,9 +37,7 @@ HEARTBEAT = 1.0  # seconds between liveness beats
 # DELETED events the watch gap hid: once a listing has been quiet this long, sweep for them.
 RELIST_SETTLE = 1.0
 LIVENESS_GRACE = 15.0  # /livez fails when the loop has not beaten for this long
-WORKERS = int(
-    __import__("os").environ.get("LBCTL_W", "8")
-)  # writers, and threads making their API calls
+WORKERS = 8  # writers, and threads making their API calls
 
 
 @dataclass(frozen=True, slots=True)
