@@ -35,7 +35,8 @@ CONFIG_NS, CONFIG_NAME = "lbctl-system", "lbctl-config"
 # Services) and node ports are 2,768; an IPv6 pool in 2001:db8::/32 (RFC 3849) holds 65,536.
 POOL = "2001:db8:b::/112"
 CONFIG_HEAD = "apiVersion: lbctl.io/v1alpha1\nkind: Config\n"
-P99_TARGET, BURST_TARGET, GROWTH_TARGET, TOTAL_TARGET = 0.100, 5.0, 50.0, 200.0  # s, s, MiB, MiB
+MB = 1e6 / 2**20  # MiB: the targets are in MB (10^6 bytes), /proc reports KiB
+P99_TARGET, BURST_TARGET, GROWTH_TARGET, TOTAL_TARGET = 0.100, 5.0, 50 * MB, 200 * MB  # s, s, MiB
 SMOKE_TOTAL_LIMIT = 400.0  # MiB: --smoke fails only above this (or on a Service with no IP)
 QUIET = 0.5  # s without a Service event after the warm-up (see warm_up)
 START_TIMEOUT, IP_TIMEOUT = 60.0, 10.0  # s: a process to be ready; one Service to get its IP
@@ -131,7 +132,7 @@ def controller_cmd(kc: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def controller(tmp: Path, url: str) -> Iterator[subprocess.Popen[bytes]]:
+def controller(tmp: Path, url: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """`lbctl-controller` as its own process, ready (/readyz) and settled (a first IP given)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,7 +153,7 @@ def controller(tmp: Path, url: str) -> Iterator[subprocess.Popen[bytes]]:
                 conn.close()
 
         wait_until(ready, START_TIMEOUT, "the controller's /readyz")
-        yield proc
+        yield proc, port
 
 
 def cpu_s(pid: int) -> float:
@@ -415,6 +416,17 @@ class Session:
     watch: Watch
     bed: int  # PIDs
     controller: int = 0
+    metrics_port: int = 0
+
+    def metric(self, prefix: str) -> float:
+        """Sum of the controller's /metrics samples whose line starts with prefix."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(prefix))
 
 
 @contextlib.contextmanager
@@ -428,10 +440,10 @@ def session(with_controller: bool = True) -> Iterator[Session]:
             if not with_controller:
                 yield Session(url, watch, pid)
                 return
-            with controller(Path(tmp), url) as proc:
+            with controller(Path(tmp), url) as (proc, port):
                 watch.guard = lambda: alive(proc, Path(tmp) / "controller.log")
                 warm_up(url, watch)
-                yield Session(url, watch, pid, proc.pid)
+                yield Session(url, watch, pid, proc.pid, port)
         finally:
             watch.stop()
 
@@ -455,6 +467,8 @@ class RssFigures:
     after: float  # MiB: every Service has its IP and the controller's last write is done
     peak: float  # VmHWM
     burst: Burst
+    activations: float  # restores during the run beyond the first: leadership lost and regained
+    fenced: float  # writes skipped because the replica was past its renew deadline
 
 
 def rss_run(sizes: Sizes) -> RssFigures:
@@ -465,7 +479,10 @@ def rss_run(sizes: Sizes) -> RssFigures:
         # and after it has worked off the watch events its own writes caused.
         s.watch.wait_count("fleet", "ann", sizes.rss, max(60.0, sizes.rss * 0.1))
         wait_idle(s.controller, max(60.0, sizes.rss * 0.01))
-        return RssFigures(before, rss_mib(s.controller), rss_mib(s.controller, "VmHWM"), figures)
+        after, peak = rss_mib(s.controller), rss_mib(s.controller, "VmHWM")
+        again = s.metric("lbctl_activations ") - 1
+        fenced = s.metric('lbctl_api_writes_total{kind="fenced"')
+        return RssFigures(before, after, peak, figures, again, fenced)
 
 
 def rss_paced(sizes: Sizes) -> tuple[float, float]:
@@ -527,7 +544,7 @@ def pct(values: list[float], p: int) -> float:
 
 def row(what: str, value: str, target: str = "", ok: bool | None = None) -> bool:
     verdict = "" if ok is None else ("PASS" if ok else "MISS")
-    print(f"| {what:<46} | {value:>15} | {target:>9} | {verdict:<4} |")
+    print(f"| {what:<52} | {value:>15} | {target:>21} | {verdict:<4} |")
     return ok is not False
 
 
@@ -555,8 +572,8 @@ def report_runs(runs: list[RunFigures], sizes: Sizes) -> bool:
             f"run {i}: create->IP p50 {got[0]:.1f} ms, p99 {got[1]:.1f} ms, max "
             f"{max(sent):.1f} ms; burst of {sizes.burst:,}: all IPs {r.burst.all_ips:.2f} s"
         )
-    print(f"| {'measurement':<46} | {'value':>15} | {'target':>9} | {'':<4} |")
-    print(f"|{'-' * 48}|{'-' * 16}:|{'-' * 10}:|{'-' * 6}|")
+    print(f"| {'measurement':<52} | {'value':>15} | {'target':>21} | {'':<4} |")
+    print(f"|{'-' * 54}|{'-' * 16}:|{'-' * 22}:|{'-' * 6}|")
     med = [statistics.median(v) for v in stats]
     row(f"create->IP p50 ({sizes.singles} creates, one at a time)", f"{med[0]:.1f} ms")
     ok = row("create->IP p99", f"{med[1]:.1f} ms", "<= 100 ms", med[1] <= P99_TARGET * 1000)
@@ -574,34 +591,46 @@ def report_bed(rates: dict[str, float], sizes: Sizes) -> None:
     row(f"  => bed's share of a burst of {sizes.burst:,}", f"{per * sizes.burst:.2f} s")
 
 
-def report_rss(f: RssFigures, paced: tuple[float, float], n: int) -> bool:
-    row("controller RSS, ready (1 Service)", f"{f.before:.1f} MiB")
-    growth = f.after - f.before
+def report_rss(runs: list[RssFigures], paced: tuple[float, float], n: int) -> bool:
+    """Worst run against the targets (each run: a fresh bed and controller)."""
+    growths = [f.after - f.before for f in runs]
+    worst = max(runs, key=lambda f: f.after - f.before)
+    growth = worst.after - worst.before
+    row("controller RSS, ready (1 Service)", f"{worst.before:.1f} MiB")
     ok = row(
-        f"controller RSS growth, 0 -> {n:,} Services",
+        f"controller RSS growth, 0 -> {n:,} Services (worst)",
         f"{growth:.1f} MiB",
-        "<= 50 MB",
+        f"<= 50 MB ({GROWTH_TARGET:.1f} MiB)",
         growth <= GROWTH_TARGET,
     )
+    row("  per run", " / ".join(f"{g:.1f}" for g in growths) + " MiB")
+    lost = " / ".join(f"{f.activations:.0f}, {f.fenced:.0f}" for f in runs)
+    row("  per run: Lease regained, writes fenced", lost)
+    total = max(f.after for f in runs)
     ok = (
         row(
-            f"controller RSS total at {n:,} Services",
-            f"{f.after:.1f} MiB",
-            "<= 200 MB",
-            f.after <= TOTAL_TARGET,
+            f"controller RSS total at {n:,} Services (worst)",
+            f"{total:.1f} MiB",
+            f"<= 200 MB ({TOTAL_TARGET:.1f} MiB)",
+            total <= TOTAL_TARGET,
         )
         and ok
     )
-    row("  controller peak RSS (VmHWM)", f"{f.peak:.1f} MiB")
+    row("  controller peak RSS (VmHWM, worst)", f"{max(f.peak for f in runs):.1f} MiB")
     row("  growth when created one at a time instead", f"{paced[1] - paced[0]:.1f} MiB")
-    burst_rows(f.burst, n, "created at once", target=False)
+    burst_rows(worst.burst, n, "created at once (worst run)", target=False)
     return ok
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CI: small sizes, gross failures only")
-    parser.add_argument("--runs", type=int, default=None, help="runs of singles and burst")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs of singles, burst and the RSS burst (3; smoke 1)",
+    )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.runs:
@@ -618,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = [convergence_run(sizes) for _ in range(sizes.runs)]
         rates = bed_alone(sizes)
-        rss = rss_run(sizes)
+        rss = [rss_run(sizes) for _ in range(sizes.runs)]
         paced = rss_paced(sizes)
     except (TimeoutError, RuntimeError) as err:
         print(f"FAILED: {err}")
@@ -628,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = report_rss(rss, paced, sizes.rss) and ok
     print(f"took {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f}")
     if args.smoke:  # CI machines are noisy: only a gross failure fails
-        return 1 if rss.after > SMOKE_TOTAL_LIMIT else 0
+        return 1 if max(f.after for f in rss) > SMOKE_TOTAL_LIMIT else 0
     return 0 if ok else 1
 
 

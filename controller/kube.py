@@ -22,7 +22,7 @@ from kubernetes import client
 
 from controller.conditions import rfc3339
 from controller.events import COMPONENT, EventWrite
-from controller.observed import ServiceWrite
+from controller.observed import ServiceWrite, slim
 
 log = logging.getLogger("lbctl.controller.kube")
 
@@ -84,7 +84,9 @@ class Kube:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def _list(self, doing: str, call: Callable[..., Any]) -> list[Body]:
+    def _list(
+        self, doing: str, call: Callable[..., Any], keep: Callable[[Body], Body] = lambda b: b
+    ) -> list[Body]:
         items: list[Body] = []
         token: str | None = None
         for _ in range(100_000):  # bounded: a page per PAGE objects
@@ -95,14 +97,14 @@ class Kube:
                 page = json.loads(call(_preload_content=False, **kwargs).data)
             except _FAILURES as err:
                 raise _raise(doing, err) from err
-            items += page.get("items") or []
+            items += [keep(item) for item in page.get("items") or []]
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 break
         return items
 
     def list_services(self) -> list[Body]:
-        return self._list("listing services", self.core.list_service_for_all_namespaces)
+        return self._list("listing services", self.core.list_service_for_all_namespaces, slim)
 
     def list_namespaces(self) -> list[Body]:
         return self._list("listing namespaces", self.core.list_namespace)

@@ -50,6 +50,21 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("lbctl_leader", "1 while this replica may write", registry=r)
+        self.activations = Gauge(
+            "lbctl_activations",
+            "Times this replica became the deciding one (each rebuilds its state from a listing)",
+            registry=r,
+        )
+        self.queued = Gauge(
+            "lbctl_writes_queued",
+            "Objects with a write or Event waiting for a writer (one entry per object)",
+            registry=r,
+        )
+        self.retrying = Gauge(
+            "lbctl_writes_retrying",
+            "Services whose last write failed, waiting for their retry (capped backoff)",
+            registry=r,
+        )
 
     # Recorder protocol (controller.reconciler)
     def allocated(self, reason: str) -> None:

@@ -99,6 +99,7 @@ class Operator:
         self._activation: asyncio.Task[None] | None = None
         self._sweep_at: float | None = None  # when to look for Services deleted unseen
         self.events_seen = 0  # watch events handed to us, deciding or not
+        self.activations = 0  # restores completed (each rebuilds the allocator from scratch)
         self._beat = time.monotonic()
 
     # --- probes (called from the health server's thread) -----------------------------------
@@ -203,11 +204,14 @@ class Operator:
                 await asyncio.sleep(_delay(attempt))
         else:
             raise RuntimeError("could not read the cluster to restore")
+        listed = len(services)
         decisions = self.reconciler.restore(
-            configmap=configmap, namespaces=namespaces, services=services
+            configmap=configmap, namespaces=namespaces, services=services, defer=True
         )
+        del services  # 10,000 listed bodies need not outlive the restore
         self.apply(decisions)
-        log.info("restore_done services=%d writes=%d", len(services), len(decisions.services))
+        self.activations += 1
+        log.info("restore_done services=%d to_settle=%d", listed, len(decisions.settle))
 
     async def _reread_others(self) -> None:
         ns, name = self.reconciler.config.namespace, self.reconciler.config.name
@@ -292,9 +296,9 @@ class Operator:
             finally:
                 self._work.done(key)
 
-    def idle(self) -> bool:
-        """No write waiting or in progress (retries due later do not count)."""
-        return not self._work.busy()
+    def queued(self) -> int:
+        """Objects with work waiting for a writer (those being written not counted)."""
+        return self._work.waiting()
 
     async def _apply_service(self, write: ServiceWrite, depth: int) -> None:
         try:

@@ -119,9 +119,15 @@ class Reconciler:
     # --- start-up ---------------------------------------------------------------------------
 
     def restore(
-        self, *, configmap: Body | None, namespaces: Iterable[Body], services: Iterable[Body]
+        self,
+        *,
+        configmap: Body | None,
+        namespaces: Iterable[Body],
+        services: Iterable[Body],
+        defer: bool = False,
     ) -> Decisions:
-        """Rebuild state from a full listing, before any other decision: IPs in status are kept."""
+        """Rebuild state from a full listing, before any other decision: IPs in status are kept.
+        `defer` as in on_service: the Services to settle are named, their writes built later."""
         for ns in namespaces:
             self._ns_labels[key_of(ns).split("/", 1)[1]] = _labels(ns)
         out = self.on_config(configmap)
@@ -146,7 +152,7 @@ class Reconciler:
                 anomaly.message,
             )
         for body in bodies:
-            out += self.on_service(body)
+            out += self.on_service(body, defer=defer)
         return out
 
     # --- Services ----------------------------------------------------------------------------

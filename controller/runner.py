@@ -151,6 +151,9 @@ class Controller:
         )
         self.operator = Operator(self._new_reconciler, self.kube, leader=fence)
         self.metrics.watch(lambda: self.operator.reconciler)
+        self.metrics.queued.set_function(lambda: float(self.operator.queued()))
+        self.metrics.activations.set_function(lambda: float(self.operator.activations))
+        self.metrics.retrying.set_function(lambda: float(self.operator.pending_retries()))
         self.registry = kopf.OperatorRegistry()
         handlers.register(self.registry, self.operator, lambda: connection_info(self.api_client))
         self.health = HealthServer(

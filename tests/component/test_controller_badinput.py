@@ -159,6 +159,8 @@ def test_probes_answer(world: World) -> None:
     assert scrape(world.port, "/readyz")[0] == 200
     assert metric(world.port, "lbctl_config_loaded ") == 1.0
     assert metric(world.port, "lbctl_leader ") == 1.0
+    assert metric(world.port, "lbctl_writes_queued ") == 0.0  # nothing left to write at rest
+    assert metric(world.port, "lbctl_writes_retrying ") == 0.0
 
 
 def test_start_without_valid_config_keeps_ips_and_explains(
