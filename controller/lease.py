@@ -287,7 +287,7 @@ class LeaderElector:
         Called by `run` when cancelled; a renew cancelled mid-flight may still have landed,
         so a 409 is answered by one re-read and retry."""
         record, self._renewed_at = self._record, None
-        self._sync()
+        self._sync(expected=True)
         for _ in range(2):
             if record is None or record.holder != self.identity:
                 return False
@@ -316,13 +316,18 @@ class LeaderElector:
         if record != self._record:
             self._record, self._observed_at = record, self._clock()
 
-    def _sync(self) -> None:
-        """Tell the callbacks when leadership flipped (the fence itself is `is_leader`)."""
+    def _sync(self, expected: bool = False) -> None:
+        """Tell the callbacks when leadership flipped (the fence itself is `is_leader`).
+        Stopping other than by release() (`expected`) is a warning: the renew deadline passed,
+        or another holder appeared, and the next leadership starts with a full restore."""
         leading = self.is_leader()
         if leading == self._announced:
             return
         self._announced = leading
-        log.info("leader_%s identity=%s", "started" if leading else "stopped", self.identity)
+        if leading or expected:
+            log.info("leader_%s identity=%s", "started" if leading else "stopped", self.identity)
+        else:
+            log.warning("leader_stopped identity=%s unexpected=true", self.identity)
         callback = self._on_started if leading else self._on_stopped
         try:
             callback()
