@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import urllib3
 from kubernetes import client
@@ -25,6 +25,7 @@ from controller.events import COMPONENT, EventWrite
 from controller.observed import ServiceWrite, slim
 
 log = logging.getLogger("lbctl.controller.kube")
+T = TypeVar("T")
 
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
@@ -84,10 +85,9 @@ class Kube:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def _list(
-        self, doing: str, call: Callable[..., Any], keep: Callable[[Body], Body] = lambda b: b
-    ) -> list[Body]:
-        items: list[Body] = []
+    def _list(self, doing: str, call: Callable[..., Any], keep: Callable[[Body], T]) -> list[T]:
+        """Every object, page by page; `keep` reduces each one as its page arrives."""
+        items: list[T] = []
         token: str | None = None
         for _ in range(100_000):  # bounded: a page per PAGE objects
             try:
@@ -103,11 +103,12 @@ class Kube:
                 break
         return items
 
-    def list_services(self) -> list[Body]:
-        return self._list("listing services", self.core.list_service_for_all_namespaces, slim)
+    def list_services(self, keep: Callable[[Body], T] = slim) -> list[T]:  # type: ignore[assignment]
+        """Services reduced by `keep` (default: observed.slim) as each page arrives."""
+        return self._list("listing services", self.core.list_service_for_all_namespaces, keep)
 
     def list_namespaces(self) -> list[Body]:
-        return self._list("listing namespaces", self.core.list_namespace)
+        return self._list("listing namespaces", self.core.list_namespace, lambda b: b)
 
     def get_configmap(self, namespace: str, name: str) -> Body | None:
         doing = f"reading configmap {namespace}/{name}"

@@ -197,7 +197,10 @@ class Operator:
             try:
                 configmap = await self._run(self.kube.get_configmap, ns, name)
                 namespaces = await self._run(self.kube.list_namespaces)
-                services = await self._run(self.kube.list_services)
+                # Digested page by page (in a kube thread: this fresh Reconciler is not in use
+                # yet), so the restore never holds the listed bodies themselves.
+                self.reconciler.load_namespaces(namespaces)
+                services = await self._run(self.kube.list_services, self.reconciler.digest)
                 break
             except KubeError as err:
                 log.warning("restore_read_failed attempt=%d error=%s", attempt + 1, err)
@@ -333,7 +336,7 @@ class Operator:
         rec = self.reconciler
         alloc = rec.allocator
         known = {a.key for a in alloc.assignments()} | {r.key for r in alloc.pending_requests()}
-        listed = {_key(body) for body in await self._run(self.kube.list_services)}
+        listed = set(await self._run(self.kube.list_services, _key))
         if rec is not self.reconciler or not self.active:
             return  # deactivated meanwhile: the next activation restores from a listing anyway
         for key in sorted(known - listed):

@@ -95,6 +95,22 @@ def fallback_request(obs: Observed) -> ServiceRequest:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A listed Service reduced to what restore() reads (Reconciler.digest): a restore holds
+    10,000 of these at once, not 10,000 bodies. `req` is None for a Service not ours."""
+
+    created: str
+    obs: Observed
+    req: ServiceRequest | AdaptFailure | None
+
+
+def _const(
+    req: ServiceRequest | AdaptFailure | None,
+) -> Callable[[], ServiceRequest | AdaptFailure | None]:
+    return lambda: req
+
+
 class Reconciler:
     """Decisions for one controller: the allocator, the config in force, what was last seen."""
 
@@ -118,32 +134,43 @@ class Reconciler:
 
     # --- start-up ---------------------------------------------------------------------------
 
+    def load_namespaces(self, namespaces: Iterable[Body]) -> None:
+        """Namespace labels (pool scopes) before digesting Services: restore() does it first."""
+        for ns in namespaces:
+            self._ns_labels[key_of(ns).split("/", 1)[1]] = _labels(ns)
+
+    def digest(self, body: Body) -> Listed:
+        """What restore() needs of one listed Service (call after load_namespaces)."""
+        obs = Observed.of(body)
+        ours = obs.load_balancer and obs.lb_class == self.lb_class
+        return Listed(_created(body), obs, self._request(body) if ours else None)
+
     def restore(
         self,
         *,
         configmap: Body | None,
         namespaces: Iterable[Body],
-        services: Iterable[Body],
+        services: Iterable[Body | Listed],
         defer: bool = False,
     ) -> Decisions:
         """Rebuild state from a full listing, before any other decision: IPs in status are kept.
-        `defer` as in on_service: the Services to settle are named, their writes built later."""
-        for ns in namespaces:
-            self._ns_labels[key_of(ns).split("/", 1)[1]] = _labels(ns)
+        `services`: bodies, or Listed digests of them. `defer` as in on_service: the Services
+        to settle are named, their writes built later."""
+        self.load_namespaces(namespaces)
         out = self.on_config(configmap)
-        bodies = sorted(services, key=lambda b: (_created(b), key_of(b)))
+        digests = (s if isinstance(s, Listed) else self.digest(s) for s in services)
+        listed = sorted(digests, key=lambda d: (d.created, d.obs.key))
         restored = 0
-        for body in bodies:
-            obs = Observed.of(body)
-            if obs.load_balancer and obs.lb_class == self.lb_class and obs.ips:
-                req = self._request(body)
+        for item in listed:
+            obs, req = item.obs, item.req
+            if req is not None and obs.ips:
                 if isinstance(req, AdaptFailure):
                     req = fallback_request(obs)
                 self.allocator.restore(req, obs.ips)
                 self._seen[obs.key] = obs
                 self._recorder.allocated(AllocSuccess.RESTORED.value)
                 restored += 1
-        log.info("restored services=%d listed=%d", restored, len(bodies))
+        log.info("restored services=%d listed=%d", restored, len(listed))
         for anomaly in self.allocator.anomalies():
             log.warning(
                 "restore_anomaly service=%s reason=%s %s",
@@ -151,8 +178,8 @@ class Reconciler:
                 anomaly.reason.value,
                 anomaly.message,
             )
-        for body in bodies:
-            out += self.on_service(body, defer=defer)
+        for item in listed:
+            out += self._on_observed(item.obs, _const(item.req), defer)
         return out
 
     # --- Services ----------------------------------------------------------------------------
@@ -164,7 +191,14 @@ class Reconciler:
         (Decisions.settle): the controller builds their writes with settle() when a writer is
         free, so a burst of new Services waits as keys, not as patches and Event texts.
         """
-        obs = Observed.of(body)
+        return self._on_observed(Observed.of(body), lambda: self._request(body), defer)
+
+    def _on_observed(
+        self,
+        obs: Observed,
+        request: Callable[[], ServiceRequest | AdaptFailure | None],
+        defer: bool,
+    ) -> Decisions:
         if self._between.get(obs.key) == obs.resource_version:
             del self._between[obs.key]  # our own write, half-way: the next event shows the rest
             return Decisions()
@@ -172,7 +206,9 @@ class Reconciler:
             return self._not_ours(obs)
         first = obs.key not in self._seen
         self._seen[obs.key] = obs
-        req = self._request(body)
+        req = request()
+        if req is None:  # digested as not ours (restore): the same test as above, never here
+            return self._not_ours(obs)
         cur = self.allocator.assignment(obs.key)
         if cur is None and first and obs.ips:
             # Holding IPs we never saw: adopt them as they are (a Service from MetalLB, or one
