@@ -211,7 +211,7 @@ class Operator:
         decisions = self.reconciler.restore(
             configmap=configmap, namespaces=namespaces, services=services, defer=True
         )
-        del services  # 10,000 listed bodies need not outlive the restore
+        del services  # the list of digests: what stays is in the Reconciler now
         self.apply(decisions)
         self.activations += 1
         log.info("restore_done services=%d to_settle=%d", listed, len(decisions.settle))
