@@ -275,9 +275,13 @@ class Operator:
             ns, name = key.split("/", 1)
             self._work.put(("Service", ns, name), Work(depth=depth, settle=True))
 
-    async def writers(self) -> None:
-        """Apply queued work, `workers` objects at a time (runner starts this before kopf)."""
-        await asyncio.gather(*(self._writer() for _ in range(self._workers)))
+    def start_writers(self) -> list[asyncio.Task[None]]:
+        """The tasks applying queued work, `workers` objects at a time. Created at once, before
+        kopf starts (runner): kopf waits at exit for tasks created after it, about 5 s."""
+        loop = asyncio.get_running_loop()
+        return [
+            loop.create_task(self._writer(), name=f"lbctl-writer-{i}") for i in range(self._workers)
+        ]
 
     async def _writer(self) -> None:
         while True:

@@ -195,7 +195,7 @@ class Controller:
         tasks = [
             asyncio.create_task(self.operator.retry_loop(), name="lbctl-retry"),
             asyncio.create_task(self.operator.heartbeat(), name="lbctl-heartbeat"),
-            asyncio.create_task(self.operator.writers(), name="lbctl-writers"),
+            *self.operator.start_writers(),
         ]
         if self.elector is not None:
             who, ns = self.elector.identity, self.options.lease_namespace
