@@ -22,7 +22,7 @@ from kubernetes import client
 
 from controller.conditions import rfc3339
 from controller.events import COMPONENT, EventWrite
-from controller.observed import ServiceWrite, slim
+from controller.observed import ServiceWrite
 
 log = logging.getLogger("lbctl.controller.kube")
 T = TypeVar("T")
@@ -103,8 +103,8 @@ class Kube:
                 break
         return items
 
-    def list_services(self, keep: Callable[[Body], T] = slim) -> list[T]:  # type: ignore[assignment]
-        """Services reduced by `keep` (default: observed.slim) as each page arrives."""
+    def list_services(self, keep: Callable[[Body], T]) -> list[T]:
+        """Services, each reduced by `keep` as its page arrives (never all bodies at once)."""
         return self._list("listing services", self.core.list_service_for_all_namespaces, keep)
 
     def list_namespaces(self) -> list[Body]:

@@ -70,34 +70,6 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-_META_KEPT = (
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "labels",
-    "annotations",
-)
-
-
-def slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A listed Service with only what the reconciler reads (metadata that identifies and
-    configures it, its spec, its ingress and our condition): a listing of 10,000 Services is
-    held at once during a restore, and managedFields alone can be most of a body."""
-    meta, status = _map(body, "metadata"), _map(body, "status")
-    cond = conditions.find(status)
-    return {
-        "metadata": {k: meta[k] for k in _META_KEPT if k in meta},
-        "spec": body.get("spec"),
-        "status": {
-            "loadBalancer": status.get("loadBalancer"),
-            "conditions": [cond] if cond is not None else [],
-        },
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class Desired:
     """Where a Service should end up. `ips` None: leave the ingress alone; `verdict` None: remove

@@ -10,8 +10,7 @@ from controller import conditions
 from controller.config import ConfigState, parse_ref
 from controller.events import Deduper, EventReason, EventType, ObjectRef
 from controller.main import parser
-from controller.observed import Desired, Observed, plan, slim
-from lbctl.core.adapt import adapt_service
+from controller.observed import Desired, Observed, plan
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
@@ -135,30 +134,3 @@ def test_plan_is_empty_when_the_service_already_shows_the_state() -> None:
     )
     want = Desired((ipaddress.ip_address("192.0.2.1"),), ALLOCATED, None, keep_pool=True)
     assert plan(obs, want, T1) is None
-
-
-def test_slim_listing_keeps_what_the_reconciler_reads() -> None:
-    ours = conditions.build(ALLOCATED, None, 2, T0)
-    body = {
-        "metadata": {
-            "name": "web",
-            "namespace": "blue",
-            "uid": "u1",
-            "resourceVersion": "7",
-            "generation": 2,
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-            "labels": {"app": "web"},
-            "annotations": {"lbctl.io/ip-allocated-from-pool": "public"},
-            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
-        },
-        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
-        "status": {
-            "loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]},
-            "conditions": [{"type": "other.io/Ready", "status": "True"}, ours],
-        },
-    }
-    thin = slim(body)
-    assert "managedFields" not in thin["metadata"]
-    assert thin["status"]["conditions"] == [ours]
-    assert Observed.of(thin) == Observed.of(body)
-    assert adapt_service(thin) == adapt_service(body)

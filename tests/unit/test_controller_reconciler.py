@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from controller.events import EventReason, EventType
 from controller.observed import ServiceWrite
 from controller.reconciler import Decisions, Reconciler
+from lbctl.core.adapt import key_of
 from lbctl.core.model import ServiceKey
 from lbctl.core.reasons import AllocFailure
 
@@ -397,3 +399,30 @@ def test_lb_class_flag_handles_exactly_that_class() -> None:
     assert not rec.on_service(svc("other", lb_class="example.com/other"))
     [write] = rec.on_service(svc("ours", lb_class="example.com/lb")).services
     assert write.key == "default/ours"
+
+
+def test_restore_from_digests_decides_as_from_bodies() -> None:
+    """The controller restores from Reconciler.digest records (the listed bodies are not kept)."""
+    blue = {"metadata": {"name": "blue", "labels": {"team": "blue"}}}
+    bodies = [
+        svc("held", ips=("192.0.2.2",), created="2026-01-01T00:00:01Z"),
+        svc("new", created="2026-01-01T00:00:02Z"),
+        svc("scoped", ns="blue", annotations={"lbctl.io/address-pool": "scoped"}),
+        svc("plain", type_="ClusterIP"),
+        svc("theirs", lb_class="example.com/other", ips=("203.0.113.9",)),
+        svc("bad", annotations={"lbctl.io/address-pool": ""}, ips=("192.0.2.1",)),
+    ]
+    outcomes = []
+    for digested in (False, True):
+        rec = Reconciler(REF, clock=Clock())
+        listed: list[Any] = bodies
+        if digested:
+            rec.load_namespaces([blue])
+            listed = [rec.digest(b) for b in bodies]
+        out = rec.restore(configmap=configmap(), namespaces=[blue], services=listed)
+        writes = [(w.key, w.status, w.annotations) for w in out.services]
+        events = [(e.ref.name, e.reason) for e in out.events]
+        held = {b["metadata"]["name"]: rec.held(key_of(b)) for b in bodies}
+        outcomes.append((writes, events, held))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][2]["held"] == (ip_address("192.0.2.2"),)
