@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lbctl.lab import procs
 
 BIN = Path(sys.executable).parent
 CONFIG_NS, CONFIG_NAME = "lbctl-system", "lbctl-config"
@@ -61,12 +62,7 @@ FULL, SMOKE = Sizes(200, 1_000, 10_000, 3), Sizes(50, 200, 1_000, 1)
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll pred until truthy (bounded in time); a short period keeps the latency honest."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.01)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return procs.wait_for(pred, timeout, what, error=TimeoutError, interval=0.01)
 
 
 def kubeconfig(path: Path, url: str, identity: str) -> Path:
@@ -83,23 +79,6 @@ def kubeconfig(path: Path, url: str, identity: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start cmd with output to log; SIGTERM (then SIGKILL) it by PID on the way out."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
 def alive(proc: subprocess.Popen[bytes], log: Path) -> None:
     if proc.poll() is not None:
         raise RuntimeError(f"{proc.args!r} exited {proc.returncode}: {log.read_text()[-2000:]}")
@@ -109,7 +88,7 @@ def alive(proc: subprocess.Popen[bytes], log: Path) -> None:
 def bed(tmp: Path) -> Iterator[tuple[str, int]]:
     """The bed API server as its own process (`python -m lbctl.lab.apiserver`): URL and PID."""
     log = tmp / "apiserver.log"
-    with process([sys.executable, "-m", "lbctl.lab.apiserver", "--port", "0"], log) as proc:
+    with procs.logged([sys.executable, "-m", "lbctl.lab.apiserver", "--port", "0"], log) as proc:
 
         def url() -> str | None:
             alive(proc, log)
@@ -139,7 +118,7 @@ def controller(tmp: Path, url: str) -> Iterator[tuple[subprocess.Popen[bytes], i
         port = s.getsockname()[1]
     cmd = [c.format(port=port) for c in controller_cmd(kubeconfig(tmp / "kc", url, "ctl"))]
     log = tmp / "controller.log"
-    with process(cmd, log) as proc:
+    with procs.logged(cmd, log) as proc:
 
         def ready() -> bool:
             alive(proc, log)

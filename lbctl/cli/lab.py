@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lbctl.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
-from lbctl.lab import demo, nsutil, plan
+from lbctl.lab import demo, nsutil, plan, procs
 from lbctl.lab.daemon import ROLE, LabFiles, log_tail, read_ready, read_state
 from lbctl.lab.runstate import (
     ProcRecord,
@@ -206,13 +206,7 @@ def wait_ready(proc: subprocess.Popen[bytes], run_dir: Path, timeout: float) -> 
 
 def abandon(proc: subprocess.Popen[bytes], run_dir: Path) -> None:
     """Stop a daemon that failed to come up, then finish whatever it left."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    procs.stop(proc, STOP_TIMEOUT)
     cleanup_run(run_dir)
     remove_stray_namespaces(run_dir.name)
 

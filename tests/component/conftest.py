@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client, config
 
 from lbctl.lab.apiserver import ApiServer
+from lbctl.lab.procs import wait_for
 
 KUBECTL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl"
 
@@ -121,16 +122,6 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Callable[..., subprocess.Comple
         return done
 
     return run
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll `pred` until truthy; bounded in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def svc(name: str, **spec: Any) -> dict[str, Any]:

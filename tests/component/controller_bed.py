@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from kubernetes import client, config
 
 from controller.runner import ControllerThread, Options
 from lbctl.lab.apiserver import ApiServer
+from lbctl.lab.procs import wait_for
 
 CONFIG_NS, CONFIG_NAME = "lbctl-system", "lbctl-config"
 CONDITION = "lbctl.io/IPAllocated"
@@ -146,16 +146,6 @@ def condition(body: dict[str, Any] | None) -> dict[str, Any] | None:
         if cond.get("type") == CONDITION:
             return dict(cond)
     return None
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll pred until truthy; bounded in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:

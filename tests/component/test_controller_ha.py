@@ -33,6 +33,7 @@ from controller_bed import (
 from kubernetes import client
 
 from lbctl.core.lease import LEASE_NAME
+from lbctl.lab import procs
 from lbctl.lab.apiserver import RequestRecord
 
 BIN = Path(sys.executable).parent / "lbctl-controller"
@@ -85,20 +86,10 @@ def replica(b: Bed, identity: str) -> Iterator[Replica]:
     ]
     env = {**os.environ, "KUBECACHEDIR": str(b.tmp / "kcache")}
     log = b.tmp / f"{identity}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    rep = Replica(identity, proc, port, log)
-    try:
+    with procs.logged(cmd, log, env) as proc:
+        rep = Replica(identity, proc, port, log)
         wait_for(lambda: _ready(rep), 20, f"{identity} /readyz")
         yield rep
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 def _ready(rep: Replica) -> bool:

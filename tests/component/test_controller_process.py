@@ -12,6 +12,8 @@ from pathlib import Path
 
 from controller_bed import Bed, bed, free_port, ingress_history, lbctl_config, scrape, wait_for
 
+from lbctl.lab import procs
+
 BIN = Path(sys.executable).parent / "lbctl-controller"
 POOL_A = '- name: a\n  addresses: ["192.0.2.0/25"]\n'
 POOL_B = '- name: b\n  addresses: ["203.0.113.0/25"]\n'
@@ -28,19 +30,9 @@ def process(b: Bed, identity: str, log: Path) -> Iterator[tuple[subprocess.Popen
         f"--instance={identity}",
     ]
     env = {**os.environ, "KUBECACHEDIR": str(b.tmp / "kcache")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
+    with procs.logged(cmd, log, env) as proc:
         wait_for(lambda: _ready(port, proc, log), 20, f"{identity} /readyz")
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 def _ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:

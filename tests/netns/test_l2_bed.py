@@ -16,6 +16,7 @@ from kubernetes import client, config
 from lbctl.lab import nsutil, plan
 from lbctl.lab.bed import Bed
 from lbctl.lab.l2probe import VipResponder
+from lbctl.lab.procs import wait_for
 from lbctl.lab.runstate import cleanup_run, proc_start_time
 from lbctl.lab.topology import Topology
 
@@ -24,12 +25,7 @@ KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout} s")
+    return wait_for(check, timeout, what, interval=0.05)
 
 
 @pytest.fixture(scope="module")
