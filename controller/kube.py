@@ -143,15 +143,16 @@ class Kube:
         the watch will show that half-written state, which needs no decision.
         """
         rv = write.resource_version
+        status, annotations = write.status, write.annotations  # each built once, here
         body: Body = {}
         between: str | None = None
-        if write.status is not None:
-            patch = {"metadata": {"resourceVersion": rv}, "status": write.status}
+        if status is not None:
+            patch = {"metadata": {"resourceVersion": rv}, "status": status}
             body = self._patch(write, "status", patch, STRATEGIC)
             rv = str(body["metadata"]["resourceVersion"])
-        if write.annotations is not None:
-            patch = {"metadata": {"resourceVersion": rv, "annotations": write.annotations}}
-            between = rv if write.status is not None else None
+        if annotations is not None:
+            patch = {"metadata": {"resourceVersion": rv, "annotations": annotations}}
+            between = rv if status is not None else None
             body = self._patch(write, "metadata", patch, MERGE)
         return body, between
 

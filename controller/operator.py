@@ -207,14 +207,12 @@ class Operator:
                 await asyncio.sleep(_delay(attempt))
         else:
             raise RuntimeError("could not read the cluster to restore")
-        listed = len(services)
         decisions = self.reconciler.restore(
             configmap=configmap, namespaces=namespaces, services=services, defer=True
         )
-        del services  # the list of digests: what stays is in the Reconciler now
         self.apply(decisions)
         self.activations += 1
-        log.info("restore_done services=%d to_settle=%d", listed, len(decisions.settle))
+        log.info("restore_done services=%d to_settle=%d", len(services), len(decisions.settle))
 
     async def _reread_others(self) -> None:
         ns, name = self.reconciler.config.namespace, self.reconciler.config.name

@@ -105,12 +105,6 @@ class Listed:
     req: ServiceRequest | AdaptFailure | None
 
 
-def _const(
-    req: ServiceRequest | AdaptFailure | None,
-) -> Callable[[], ServiceRequest | AdaptFailure | None]:
-    return lambda: req
-
-
 class Reconciler:
     """Decisions for one controller: the allocator, the config in force, what was last seen."""
 
@@ -142,8 +136,7 @@ class Reconciler:
     def digest(self, body: Body) -> Listed:
         """What restore() needs of one listed Service (call after load_namespaces)."""
         obs = Observed.of(body)
-        ours = obs.load_balancer and obs.lb_class == self.lb_class
-        return Listed(_created(body), obs, self._request(body) if ours else None)
+        return Listed(_created(body), obs, self._request(body) if self._ours(obs) else None)
 
     def restore(
         self,
@@ -179,7 +172,7 @@ class Reconciler:
                 anomaly.message,
             )
         for item in listed:
-            out += self._on_observed(item.obs, _const(item.req), defer)
+            out += self._decide(item.obs, item.req, defer)
         return out
 
     # --- Services ----------------------------------------------------------------------------
@@ -191,24 +184,23 @@ class Reconciler:
         (Decisions.settle): the controller builds their writes with settle() when a writer is
         free, so a burst of new Services waits as keys, not as patches and Event texts.
         """
-        return self._on_observed(Observed.of(body), lambda: self._request(body), defer)
-
-    def _on_observed(
-        self,
-        obs: Observed,
-        request: Callable[[], ServiceRequest | AdaptFailure | None],
-        defer: bool,
-    ) -> Decisions:
+        obs = Observed.of(body)
         if self._between.get(obs.key) == obs.resource_version:
             del self._between[obs.key]  # our own write, half-way: the next event shows the rest
             return Decisions()
-        if not obs.load_balancer or obs.lb_class != self.lb_class:
+        return self._decide(obs, self._request(body) if self._ours(obs) else None, defer)
+
+    def _ours(self, obs: Observed) -> bool:
+        return obs.load_balancer and obs.lb_class == self.lb_class
+
+    def _decide(
+        self, obs: Observed, req: ServiceRequest | AdaptFailure | None, defer: bool
+    ) -> Decisions:
+        """A Service as seen now; `req` (what it asks of the allocator) is None if not ours."""
+        if req is None:
             return self._not_ours(obs)
         first = obs.key not in self._seen
         self._seen[obs.key] = obs
-        req = request()
-        if req is None:  # digested as not ours (restore): the same test as above, never here
-            return self._not_ours(obs)
         cur = self.allocator.assignment(obs.key)
         if cur is None and first and obs.ips:
             # Holding IPs we never saw: adopt them as they are (a Service from MetalLB, or one
