@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,8 +33,17 @@ def collection(api_version: str, plural: str, namespace: str | None = None) -> s
     return f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
 
 
-def read_kubeconfig(path: Path) -> tuple[str, dict[str, str]]:
-    """(server URL, headers) of the current context of a kubeconfig with a token or no auth."""
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to talk to an API server: what a kubeconfig's current context says."""
+
+    server: str
+    headers: dict[str, str] = field(default_factory=dict)
+    ssl: ssl.SSLContext | None = None
+
+
+def read_kubeconfig(path: Path) -> Endpoint:
+    """The current context of a kubeconfig: server, CA file, client certificate or token."""
     config = yaml.safe_load(path.read_text())
     current = config.get("current-context")
     contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
@@ -42,24 +53,28 @@ def read_kubeconfig(path: Path) -> tuple[str, dict[str, str]]:
     server = str(clusters[context["cluster"]]["server"])
     user = users.get(context.get("user", ""), {})
     headers = {"Authorization": f"Bearer {user['token']}"} if user.get("token") else {}
-    return server, headers
+    cluster = clusters[context["cluster"]]
+    ctx = None
+    if server.startswith("https:"):
+        ctx = ssl.create_default_context(cafile=cluster.get("certificate-authority"))
+        if user.get("client-certificate"):
+            ctx.load_cert_chain(user["client-certificate"], user["client-key"])
+    return Endpoint(server, headers, ctx)
 
 
 class KubeApi:
     """One aiohttp session against one API server; every call bounded by `timeout`."""
 
-    def __init__(
-        self, server: str, headers: dict[str, str] | None = None, *, timeout: float = 5.0
-    ) -> None:
-        self.server = server.rstrip("/")
-        self.headers = dict(headers or {})
+    def __init__(self, endpoint: Endpoint, *, timeout: float = 5.0) -> None:
+        self.server = endpoint.server.rstrip("/")
+        self.headers = dict(endpoint.headers)
+        self.ssl = endpoint.ssl
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_kubeconfig(cls, path: Path, *, timeout: float = 5.0) -> KubeApi:
-        server, headers = read_kubeconfig(path)
-        return cls(server, headers, timeout=timeout)
+        return cls(read_kubeconfig(path), timeout=timeout)
 
     async def __aenter__(self) -> KubeApi:
         return self
@@ -75,7 +90,8 @@ class KubeApi:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self.headers)
+            connector = aiohttp.TCPConnector(ssl=self.ssl if self.ssl is not None else True)
+            self._session = aiohttp.ClientSession(headers=self.headers, connector=connector)
         return self._session
 
     async def close(self) -> None:
@@ -117,13 +133,19 @@ class KubeApi:
         """A JSON merge patch (RFC 7386) of `path` (append "/status" for the subresource)."""
         return await self.request("PATCH", path, body, content_type=MERGE_PATCH) or {}
 
-    async def delete(self, path: str) -> None:
-        await self.request("DELETE", path)
+    async def put(self, path: str, body: Body) -> Body:
+        return await self.request("PUT", path, body) or {}
 
-    async def watch(self, path: str, timeout_seconds: int = 60) -> AsyncIterator[Body]:
-        """Yield watch events of a collection until the server ends the stream."""
+    async def delete(self, path: str, body: Body | None = None) -> None:
+        await self.request("DELETE", path, body)
+
+    async def watch(
+        self, path: str, timeout_seconds: int = 60, query: str = ""
+    ) -> AsyncIterator[Body]:
+        """Yield watch events of a collection until the server ends the stream; `query` is
+        more of the query string (`fieldSelector=...`)."""
         url = f"{self.server}{path}?watch=true&allowWatchBookmarks=true"
-        url += f"&timeoutSeconds={timeout_seconds}"
+        url += f"&timeoutSeconds={timeout_seconds}" + (f"&{query}" if query else "")
         try:
             async with self.session.get(
                 url, timeout=aiohttp.ClientTimeout(total=timeout_seconds + 5, sock_connect=5)

@@ -15,7 +15,8 @@ NS_PREFIX = "lbctl-"
 RUN_ROOT = Path("/run/lbctl/lab")
 # Kernel limit: IFNAMSIZ is 16 bytes with the NUL, and every bridge port is named "p-<role>".
 MAX_IFNAME = 15
-MAX_NODES = 15  # one /28 of pod addresses per node inside 198.51.100.0/24
+POD_SLOTS = 6  # addresses of a /29 but its network and broadcast
+MAX_NODES = 15  # one /29 of pod addresses per node inside PODS4
 
 LAN4 = ipaddress.IPv4Network("192.0.2.0/24")
 LAN6 = ipaddress.IPv6Network("2001:db8::/64")
@@ -27,7 +28,9 @@ FAR4 = ipaddress.IPv4Network("203.0.113.0/25")
 FAR6 = ipaddress.IPv6Network("2001:db8:1::/64")
 FAR_GATEWAY4 = ipaddress.IPv4Address("203.0.113.1")
 FAR_GATEWAY6 = ipaddress.IPv6Address("2001:db8:1::1")
-PODS4 = ipaddress.IPv4Network("198.51.100.0/24")
+# Pods and Services split 198.51.100.0/24: pods the lower half (a /29 per node), the Service
+# cluster IPs the upper half (controlplane.SERVICE_CIDRS), so the two never overlap.
+PODS4 = ipaddress.IPv4Network("198.51.100.0/25")
 # Suggested pools for tests and the lab; nothing in the bed owns these addresses.
 L2_VIPS4 = (ipaddress.IPv4Address("192.0.2.200"), ipaddress.IPv4Address("192.0.2.250"))
 L2_VIPS6 = (ipaddress.IPv6Address("2001:db8::200"), ipaddress.IPv6Address("2001:db8::250"))
@@ -139,14 +142,14 @@ ROUTER_FAR = Host(
 
 
 def pod_network(node_index: int) -> ipaddress.IPv4Network:
-    """The /28 of pod addresses routed to node-i (198.51.100.16*i/28)."""
+    """The /29 of pod addresses routed to node-i (198.51.100.8*i/29)."""
     if not 1 <= node_index <= MAX_NODES:
         raise PlanError(f"node index {node_index}: want 1..{MAX_NODES}")
-    return ipaddress.IPv4Network(f"{PODS4.network_address + 16 * node_index}/28")
+    return ipaddress.IPv4Network(f"{PODS4.network_address + 8 * node_index}/29")
 
 
 def pod_address(node_index: int, slot: int) -> ipaddress.IPv4Address:
-    """The slot-th pod address on node-i; slots 1..14 (network and broadcast stay unused)."""
-    if not 1 <= slot <= 14:
-        raise PlanError(f"pod slot {slot} on node-{node_index}: want 1..14")
+    """The slot-th pod address on node-i; slots 1..6 (network and broadcast stay unused)."""
+    if not 1 <= slot <= POD_SLOTS:
+        raise PlanError(f"pod slot {slot} on node-{node_index}: want 1..{POD_SLOTS}")
     return pod_network(node_index).network_address + slot

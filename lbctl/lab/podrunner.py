@@ -70,15 +70,15 @@ class PodRunner:
 
     def allocate_ip(self, node_index: int, node: str) -> str:
         used = self._slots.setdefault(node, set())
-        for slot in range(1, 15):
+        for slot in range(1, plan.POD_SLOTS + 1):
             if slot not in used:
                 used.add(slot)
                 return str(plan.pod_address(node_index, slot))
-        raise PodStartError(f"node {node} has no free pod address (14 per node)")
+        raise PodStartError(f"node {node} has no free pod address ({plan.POD_SLOTS} per node)")
 
     def _release_ip(self, backend: Backend) -> None:
         octet = int(backend.ip.rsplit(".", 1)[1])
-        self._slots.get(backend.node, set()).discard(octet % 16)
+        self._slots.get(backend.node, set()).discard(octet % 8)
 
     async def add(self, backend: Backend) -> None:
         """Put the pod IP on the node's lo and start the backend (unless held)."""

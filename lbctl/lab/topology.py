@@ -30,6 +30,11 @@ _NODE_SYSCTLS: dict[str, str | int] = {
     f"net.ipv4.conf.{scope}.{key}": value
     for scope in ("all", "default", "eth0")
     for key, value in (("arp_ignore", 1), ("arp_announce", 2))
+} | {
+    # kube-proxy DNATs a Service's traffic to pods on other nodes: the node forwards it.
+    "net.ipv4.ip_forward": 1,
+    "net.ipv4.conf.all.rp_filter": 0,
+    "net.ipv4.conf.default.rp_filter": 0,
 }
 # Clients and the router learn new neighbours from gratuitous ARP / unsolicited NA.
 _LEARNER_SYSCTLS: dict[str, str | int] = {
@@ -240,18 +245,18 @@ class Topology:
 
     def spawn(
         self,
-        netns: str,
+        netns: str | None,
         argv: list[str],
         *,
         role: str,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start `argv` inside `netns`, output to logs/<role>.log; recorded for down().
-        `env` is added to this process's environment."""
+        """Start `argv` inside `netns` (None: the host's), output to logs/<role>.log; recorded
+        for down(). `env` is added to this process's environment."""
         log = (self.run_dir / "logs" / f"{role}.log").open("ab")
         try:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, *argv],
+                ["ip", "netns", "exec", netns, *argv] if netns else argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lbctl.lab import plan
+from lbctl.lab.controlplane import SERVICE_CIDRS
 
 
 def test_runids_are_short_hex_and_distinct() -> None:
@@ -52,7 +53,7 @@ def test_addresses_stay_inside_documentation_ranges() -> None:
     hosts = [plan.node_host(i) for i in range(1, plan.MAX_NODES + 1)]
     hosts += [plan.ROUTER, plan.CLIENT, plan.OBSERVER, plan.FAR_CLIENT, plan.ROUTER_FAR]
     addrs = [h.addr4 for h in hosts] + [h.addr6 for h in hosts]
-    addrs += [plan.pod_address(i, s) for i in (1, plan.MAX_NODES) for s in (1, 14)]
+    addrs += [plan.pod_address(i, s) for i in (1, plan.MAX_NODES) for s in (1, plan.POD_SLOTS)]
     assert all(any(a in net for net in allowed if net.version == a.version) for a in addrs)
     assert len({h.mac for h in hosts}) == len(hosts)
 
@@ -65,10 +66,18 @@ def test_bgp_vips_never_look_on_link_to_the_far_client() -> None:
 def test_pod_networks_are_disjoint_per_node() -> None:
     nets = [plan.pod_network(i) for i in range(1, plan.MAX_NODES + 1)]
     assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
-    assert plan.pod_address(2, 1) == ipaddress.IPv4Address("198.51.100.33")
+    assert all(n.subnet_of(plan.PODS4) for n in nets)
+    assert plan.pod_address(2, 1) == ipaddress.IPv4Address("198.51.100.17")
 
 
-@pytest.mark.parametrize(("index", "slot"), [(0, 1), (16, 1), (1, 0), (1, 15)])
+def test_pods_and_service_cluster_ips_never_overlap() -> None:
+    v4 = [n for c in SERVICE_CIDRS if (n := ipaddress.ip_network(c)).version == 4]
+    assert v4, "an IPv4 Service range exists"
+    others = (plan.PODS4, plan.LAN4, plan.FAR4)
+    assert not any(s.overlaps(n) for s in v4 for n in others)
+
+
+@pytest.mark.parametrize(("index", "slot"), [(0, 1), (16, 1), (1, 0), (1, plan.POD_SLOTS + 1)])
 def test_out_of_plan_pods_and_nodes_are_refused(index: int, slot: int) -> None:
     with pytest.raises(plan.PlanError):
         plan.pod_address(index, slot)
