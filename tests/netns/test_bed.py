@@ -153,6 +153,22 @@ def ready_pods(api: client.ApiClient, name: str, count: int) -> dict[str, tuple[
     return eps
 
 
+def ready_pod_nodes(api: client.ApiClient, app: str, count: int) -> dict[str, str]:
+    """Wait until exactly `count` pods of `app` exist and are Ready; pod name -> node."""
+
+    def ready() -> dict[str, str]:
+        pods = client.CoreV1Api(api).list_namespaced_pod(NS, label_selector=f"app={app}").items
+        done = {
+            p.metadata.name: p.spec.node_name
+            for p in pods
+            if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        }
+        return done if len(done) == len(pods) == count else {}
+
+    found: dict[str, str] = wait_until(ready, 30.0, f"{count} ready pods of {app}")
+    return found
+
+
 def audit(bed: Bed) -> list[dict[str, Any]]:
     lines = bed.control.audit_log.read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
@@ -168,6 +184,8 @@ def health(bed: Bed, node: str, port: int) -> tuple[int, dict[str, Any]]:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
+        except urllib.error.URLError:
+            return 0, {}  # not listening yet: kube-proxy opens the port on its next sync
 
     return nsutil.run_in_netns(bed.topology.client.netns, get)
 
@@ -206,13 +224,13 @@ def test_pods_are_scheduled_by_kube_scheduler_and_run_on_their_node(
 ) -> None:
     assert bed.kubelet is not None
     deploy(api, "placed", replicas=3)
-    eps = ready_pods(api, "placed", 3)
-    assert sorted(node for node, _ in eps.values()) == ["node-1", "node-2", "node-3"]
+    placed = ready_pod_nodes(api, "placed", 3)
+    assert sorted(placed.values()) == ["node-1", "node-2", "node-3"]
     events = client.CoreV1Api(api).list_namespaced_event(NS).items
     scheduled = {e.involved_object.name for e in events if e.reason == "Scheduled"}
-    assert set(eps) <= scheduled
+    assert set(placed) <= scheduled
     runs = bed.kubelet.backends()
-    assert {runs[(NS, pod)]["node"] for pod in eps} == {"node-1", "node-2", "node-3"}
+    assert {pod: runs[(NS, pod)]["node"] for pod in placed} == placed
     slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
         NS, label_selector="kubernetes.io/service-name=placed"
     )
@@ -250,7 +268,8 @@ def test_local_policy_drops_on_nodes_without_a_backend_and_keeps_the_client_addr
         lambda: (h := health(bed, home, hc_port))[0] == 200 and h, 20.0, "health 200 at home"
     )
     assert body["localEndpoints"] == 1
-    assert health(bed, other, hc_port)[0] == 503
+    code, body = wait_until(lambda: (h := health(bed, other, hc_port))[0] and h, 10.0, "other")
+    assert (code, body["localEndpoints"]) == (503, 0)
     point_vip_at(bed, "192.0.2.203", home)
     seen = answers_until(bed, "192.0.2.203", lambda s: len([a for a in s if a]) >= 3)
     answered = [a for a in seen if a]
@@ -293,17 +312,22 @@ def test_a_stopped_kubelet_makes_its_node_not_ready_tainted_and_its_endpoints_no
     stopped = time.monotonic()
     bed.kubelet.stop_node("node-3")
     try:
-        node = wait_until(
-            lambda: (n := core.read_node("node-3")).spec.taints and n,
-            20.0,
-            "node-3 tainted unreachable",
-        )
-        took = time.monotonic() - stopped
-        assert {c.type: c.status for c in node.status.conditions}["Ready"] == "Unknown"
-        assert {(t.key, t.effect) for t in node.spec.taints} >= {
+        unreachable = {
             ("node.kubernetes.io/unreachable", "NoSchedule"),
             ("node.kubernetes.io/unreachable", "NoExecute"),
         }
+
+        def tainted() -> Any:
+            node = core.read_node("node-3")
+            return {(t.key, t.effect) for t in node.spec.taints or []} >= unreachable and node
+
+        node = wait_until(
+            tainted,
+            20.0,
+            "node-3 tainted unreachable (NoSchedule and NoExecute)",
+        )
+        took = time.monotonic() - stopped
+        assert {c.type: c.status for c in node.status.conditions}["Ready"] == "Unknown"
         # The grace period is 5 s; the controller-manager notices within its 1 s period.
         assert took < 5 + 1 + 3, f"NotReady after {took:.1f} s"
         eps = wait_until(
@@ -323,7 +347,7 @@ def test_a_stopped_kubelet_makes_its_node_not_ready_tainted_and_its_endpoints_no
 def test_scaling_down_stops_the_extra_backends(bed: Bed, api: client.ApiClient) -> None:
     assert bed.kubelet is not None
     deploy(api, "shrink", replicas=3)
-    ready_pods(api, "shrink", 3)
+    ready_pod_nodes(api, "shrink", 3)
     pids = {k: v["pid"] for k, v in bed.kubelet.backends().items() if k[1].startswith("shrink-")}
     client.AppsV1Api(api).patch_namespaced_deployment("shrink", NS, {"spec": {"replicas": 1}})
     left = wait_until(
@@ -372,7 +396,7 @@ def test_teardown_removes_namespaces_and_processes() -> None:
         assert small.kubelet is not None
         with config.new_client_from_config(str(small.kubeconfig)) as api:
             deploy(api, "gone", replicas=2)
-            small.kubelet.sync()
+            ready_pod_nodes(api, "gone", 2)
             pids = [b["pid"] for b in small.kubelet.backends().values()]
         ours = [ns for ns in nsutil.list_netns() if plan.runid_of(ns) == runid]
         assert len(ours) == 7
