@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lbctl.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
-from lbctl.lab import demo, nsutil, plan, procs
+from lbctl.lab import demo, kubebin, nsutil, plan, procs
 from lbctl.lab.daemon import ROLE, LabFiles, log_tail, read_ready, read_state
 from lbctl.lab.runstate import (
     ProcRecord,
@@ -31,12 +31,14 @@ from lbctl.lab.runstate import (
     still_ours,
 )
 
-HELP = "run a 3-node lab on this machine (network namespaces, API server, kubelet, controller)"
+HELP = "run a 3-node Kubernetes lab on this machine (namespaces, control plane, controller)"
 DESCRIPTION = """\
-The lab is a small Kubernetes stand-in built from network namespaces on this machine: a LAN
-bridge with nodes, a client and a router, an API server that kubectl talks to, a kubelet that
-runs Deployments as real processes, the pool ConfigMap lbctl-system/lbctl-config and the lbctl
-controller. It needs root. See docs/lab.md."""
+The lab is a small Kubernetes cluster built on this machine: the real kube-apiserver, etcd,
+kube-controller-manager, kube-scheduler and a kube-proxy per node (built once from Kubernetes'
+Go modules by tools/kube, which needs Go >= 1.26 the first time), network namespaces for the
+nodes, a client and a router on a LAN bridge, a kubelet stand-in that runs Pods as real
+processes, the pool ConfigMap lbctl-system/lbctl-config and the lbctl controller under its
+ServiceAccount. It needs root. See docs/lab.md."""
 EPILOG = """\
 examples:
   sudo lbctl lab up             # start it; prints the kubeconfig to use
@@ -45,7 +47,9 @@ examples:
   sudo lbctl lab down           # stop it and remove every namespace"""
 
 CURRENT = "current"  # file under the root holding the run id of the lab commands default to
-UP_TIMEOUT = 60.0  # namespaces ~0.5 s, kopf start-up 2-5 s; generous for a loaded machine
+# namespaces ~0.5 s, control plane ~6 s, nodes ~2 s, kopf 2-5 s; generous for a loaded machine.
+# A first run also builds the control plane (minutes): `./dev` does that before `lab up`.
+UP_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0  # the daemon's own teardown: SIGTERM grace 2 s per step, netns removal
 
 
@@ -217,6 +221,7 @@ def run_up(args: argparse.Namespace) -> int:
         if not 1 <= args.nodes <= plan.MAX_NODES:
             return fail(f"--nodes {args.nodes}: want 1..{plan.MAX_NODES}", EXIT_USAGE)
         runid = plan.check_runid(args.runid) if args.runid else plan.new_runid()
+        kubebin.ensure()  # before the start-up clock: a first build takes minutes
         with root_lock(args.root):
             if not args.parallel:
                 check_no_lab(args.root)
@@ -226,14 +231,15 @@ def run_up(args: argparse.Namespace) -> int:
             if any(plan.runid_of(ns) == runid for ns in nsutil.list_netns()):
                 raise LabCommandError(f"namespaces of run {runid} exist; `lbctl lab down` first")
             early_log = args.root / f".{runid}.up.log"
-            parts = "API server, kubelet" + ("" if args.no_controller else ", controller")
+            parts = "control plane, kubelet, kube-proxy"
+            parts += "" if args.no_controller else ", controller"
             nodes = f"{args.nodes} node" + "s" * (args.nodes != 1)
             print(f"starting lab {runid}: {nodes}, {parts}", flush=True)
             proc = spawn_daemon(args, runid, early_log)
             if not args.parallel:
                 (args.root / CURRENT).write_text(runid + "\n")
             return finish_up(args, proc, run_dir, early_log)
-    except (LabCommandError, plan.PlanError) as err:
+    except (LabCommandError, plan.PlanError, kubebin.KubeBinError) as err:
         return fail(str(err))
 
 
@@ -260,11 +266,13 @@ def print_usage(info: dict[str, Any], run_dir: Path, *, current: bool) -> None:
     controller = info["controller"]
     runid = info["runid"]
     print(f"lab {runid} is up: API server {info['api']}, nodes {', '.join(info['nodes'])}")
+    for name, version in info.get("versions", {}).items():
+        print(f"  {name}: {version}")
     if controller["running"]:
         print(f"controller: lbctl-controller running (pid {controller['pid']})")
     else:
         print(f"controller: not running: {controller['note']}")
-        print("  (Services will stay <pending>; `lbctl lab demo` stands in for it)")
+        print("  (nothing assigns addresses: Services stay <pending>)")
     kubectl = Path(sys.executable).parent / "kubectl"
     print(f"logs: {LabFiles(run_dir).logs}/")
     print("\nuse it:")

@@ -4,12 +4,14 @@ per node; used by netns/e2e tests and the lab."""
 
 from __future__ import annotations
 
+import functools
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from lbctl.lab import kubebin, kubeproxy, nsutil
+from lbctl.lab import kubebin, kubeproxy, nsutil, plan
 from lbctl.lab.controlplane import ControlPlane
 from lbctl.lab.kubelet import Kubelet, node_identity
 from lbctl.lab.procs import wait_for
@@ -31,8 +33,12 @@ class Bed:
         kubelet: bool = True,
         kube_proxy: bool = True,
         keep_run_dir: bool = False,
+        runid: str | None = None,
+        root: Path = plan.RUN_ROOT,
+        api_port: int = 0,
     ) -> None:
-        self.topology = Topology(nodes, keep_run_dir=keep_run_dir)
+        self.topology = Topology(nodes, runid=runid, root=root, keep_run_dir=keep_run_dir)
+        self._api_port = api_port
         self._node_labels = node_labels
         self._want_kubelet = kubelet
         self._want_proxy = kubelet and kube_proxy  # kube-proxy waits for its registered Node
@@ -68,17 +74,20 @@ class Bed:
     def __enter__(self) -> Bed:
         self.topology.up()
         try:
-            self._start()
+            self.populate()
         except BaseException:
             self.close()
             raise
         return self
 
-    def _start(self) -> None:
+    def populate(self) -> None:
+        """Start the control plane, the API relay, the kubelet and kube-proxy on a topology that
+        is up (the lab records itself in the run's state between the two steps)."""
         topo = self.topology
         bins = kubebin.ensure()
         self._control = ControlPlane(
             topo.run_dir,
+            port=self._api_port,
             binaries=bins,
             spawn=lambda argv, role: topo.spawn(None, argv, role=role),
         ).start()
@@ -91,11 +100,11 @@ class Bed:
             ],
             role="relay",
         )  # fmt: skip
-        for node in topo.nodes:
+        for netns in (n.netns for n in topo.nodes):
             wait_for(
-                lambda n=node: relay.poll() is not None or _listening(n.netns),
+                functools.partial(_listening, netns, relay),
                 RELAY_TIMEOUT,
-                f"the API relay in {node.netns}",
+                f"the API relay in {netns}",
                 error=RuntimeError,
             )
         if relay.poll() is not None:
@@ -142,7 +151,10 @@ class Bed:
         self.close()
 
 
-def _listening(netns: str) -> bool:
+def _listening(netns: str, relay: subprocess.Popen[bytes]) -> bool:
+    """The relay listens in `netns` (or has exited: the caller reports that)."""
+    if relay.poll() is not None:
+        return True
     try:
         nsutil.connect_tcp_in_netns(netns, "127.0.0.1", NODE_API_PORT, timeout=0.5).close()
     except nsutil.NetnsError:

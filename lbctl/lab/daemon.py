@@ -1,4 +1,5 @@
-"""The lab's long-lived process: topology, API server, kubelet, pool ConfigMap and controller,
+"""The lab's long-lived process: the bed (namespaces, the real control plane, kubelet stand-in,
+kube-proxy), lbctl's RBAC, the pool ConfigMap and the controller under its ServiceAccount,
 held until SIGTERM; started by `lbctl lab up` (`python -m lbctl.lab.daemon`), stopped by `down`.
 
 The daemon writes `ready.json` in the run directory once everything answers; `lbctl lab up`
@@ -12,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,12 +28,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lbctl.configmap import LBCTL_KEY, load_text
-from lbctl.lab import nsutil, plan
+from lbctl.lab import plan
 from lbctl.lab.runstate import STATE_FILE, RunState
 
 if TYPE_CHECKING:
     from lbctl.lab.kubeapi import KubeApi
-    from lbctl.lab.kubelet import Kubelet
 
 # The bed's modules (aiohttp, scapy) are imported where the lab starts, not here: `lbctl`
 # imports this module for LabFiles and read_ready, and must start fast and without the lab extra.
@@ -43,10 +44,9 @@ CONTROLLER_ROLE = "controller"
 CONFIG_NAMESPACE = "lbctl-system"
 CONFIG_NAME = "lbctl-config"
 POOL = "lab"
-NODE_API_PORT = 6443  # each node namespace has its own loopback, so one port serves all
-CONTROLLER_IDENTITY = "lbctl-controller"  # its bearer token: the request log tells it apart
+CONTROLLER_SA = "lbctl-controller"  # its ServiceAccount, from deploy/rbac.yaml
 CONTROLLER_READY_TIMEOUT = 30.0  # kopf needs 1-3 s here; a cold import of kubernetes is slow
-PROBE_TIMEOUT = 15.0  # `lbctl-controller --help` (imports kopf and the kubernetes client)
+RBAC_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
 
 
 class LabError(RuntimeError):
@@ -148,26 +148,15 @@ async def bootstrap(kubeconfig: Path) -> None:
 # -- the controller --------------------------------------------------------------------------
 
 
-def controller_command() -> tuple[Path | None, str]:
-    """The `lbctl-controller` console script next to this Python, if it runs; else a reason.
-    On success the second value is its --help text (to see which options it takes)."""
+def controller_argv(kubeconfig: Path, metrics: str) -> list[str]:
+    """`lbctl-controller` next to this Python: installed with lbctl, so its absence is a broken
+    install, reported as the failure it is."""
     path = Path(sys.executable).parent / "lbctl-controller"
-    if not path.exists():
-        return None, f"{path} is not installed"
-    try:
-        done = subprocess.run(
-            [str(path), "--help"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT,
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return None, f"`{path.name} --help` failed: {err}"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return None, f"`{path.name} --help` exits {done.returncode}: {last}"
-    return path, done.stdout
+    return [
+        str(path), "--kubeconfig", str(kubeconfig),
+        "--config-map", f"{CONFIG_NAMESPACE}/{CONFIG_NAME}",
+        "--metrics-bind-address", metrics,
+    ]  # fmt: skip
 
 
 def free_port() -> int:
@@ -186,6 +175,25 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
+def watches_services(audit_log: Path, user: str) -> bool:
+    """Whether the API server's audit log shows `user` watching Services."""
+    try:
+        lines = audit_log.read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    for line in lines:
+        if f'"{user}"' not in line:
+            continue
+        entry = json.loads(line)
+        if (
+            (entry.get("user") or {}).get("username") == user
+            and entry.get("verb") == "watch"
+            and entry.get("requestURI", "").startswith("/api/v1/services")
+        ):
+            return True
+    return False
+
+
 # -- the lab -----------------------------------------------------------------------------------
 
 
@@ -195,19 +203,16 @@ class Lab:
     def __init__(
         self, nodes: int, runid: str, root: Path, *, api_port: int, controller: bool
     ) -> None:
-        from lbctl.lab.apiserver import ApiServer
-        from lbctl.lab.topology import Topology
+        from lbctl.lab.bed import Bed
 
-        self.topology = Topology(nodes, runid=runid, root=root)
+        self.bed = Bed(nodes, runid=runid, root=root, api_port=api_port)
+        self.topology = self.bed.topology
         self.files = LabFiles(self.topology.run_dir)
-        self.api = ApiServer("127.0.0.1", api_port)
         self.want_controller = controller
-        self.kubelet: Kubelet | None = None
         self.controller: subprocess.Popen[bytes] | None = None
         self.controller_note = "disabled (--no-controller)"
         self.metrics: str | None = None
         self.started = time.time()
-        self._api_started = False
         self._recorded_self = False
 
     def up(self) -> dict[str, Any]:
@@ -215,48 +220,30 @@ class Lab:
         self.topology.up()
         self.topology.record_pid(os.getpid(), ROLE)
         self._recorded_self = True
-        self._api_started = True  # before start(): a signal during start() still stops it
-        self.api.start()
-        self.api.write_kubeconfig(self.files.kubeconfig, identity="admin")
+        self.bed.populate()
+        control = self.bed.control
+        shutil.copyfile(control.admin_kubeconfig, self.files.kubeconfig)
+        self.files.kubeconfig.chmod(0o600)
         for node in self.topology.nodes:
-            sock = nsutil.listen_tcp_in_netns(node.netns, "127.0.0.1", NODE_API_PORT)
-            self.api.serve_socket(sock, node.name)
-            self.api.write_kubeconfig(
-                self.files.node_kubeconfig(node.name),
-                identity=f"speaker-{node.name}",
-                server=f"http://127.0.0.1:{NODE_API_PORT}",
+            shutil.copyfile(
+                self.bed.node_kubeconfig(node.name), self.files.node_kubeconfig(node.name)
             )
+        control.kubectl("apply", "-f", str(RBAC_MANIFEST))
         asyncio.run(bootstrap(self.files.kubeconfig))
-        log.info("lab_api_ready url=%s", self.api.url)
-        kubelet_config = self.api.write_kubeconfig(
-            self.files.run_dir / "kubelet.kubeconfig", identity="kubelet"
-        )
-        from lbctl.lab.kubelet import Kubelet
-
-        self.kubelet = Kubelet(self.topology, kubeconfig=kubelet_config).start()
-        log.info("lab_kubelet_ready nodes=%d", len(self.topology.nodes))
+        log.info("lab_api_ready url=%s", control.url)
         if self.want_controller:
             self._start_controller()
         return self.describe()
 
     def _start_controller(self) -> None:
-        path, usage = controller_command()
-        if path is None:
-            self.controller_note = usage
-            log.warning("lab_controller_missing reason=%s", usage)
-            return
-        kubeconfig = self.api.write_kubeconfig(
-            self.files.run_dir / "controller.kubeconfig", identity=CONTROLLER_IDENTITY
+        kubeconfig = self.bed.control.service_account_kubeconfig(
+            CONFIG_NAMESPACE, CONTROLLER_SA, self.files.run_dir / "controller.kubeconfig"
         )
-        argv = [str(path), "--kubeconfig", str(kubeconfig)]
-        argv += ["--config-map", f"{CONFIG_NAMESPACE}/{CONFIG_NAME}"]
-        if "--metrics-bind-address" in usage:  # its default binds every host address
-            self.metrics = f"127.0.0.1:{free_port()}"
-            argv += ["--metrics-bind-address", self.metrics]
+        self.metrics = f"127.0.0.1:{free_port()}"
         logfile = self.files.logs / "controller.log"
         with logfile.open("ab") as out:
             self.controller = subprocess.Popen(
-                argv,
+                controller_argv(kubeconfig, self.metrics),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -269,29 +256,33 @@ class Lab:
         log.info("lab_controller_ready pid=%d", self.controller.pid)
 
     def _wait_controller_watching(self, logfile: Path) -> None:
-        """Ready = it watches Services (kopf watches once its startup handlers are done)."""
+        """Ready = the audit log shows it watching Services (kopf watches once its startup
+        handlers are done); a controller that exits first fails the lab with its own words."""
         assert self.controller is not None
         deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT
         problem = f"did not watch Services within {CONTROLLER_READY_TIMEOUT:.0f} s"
+        user = f"system:serviceaccount:{CONFIG_NAMESPACE}:{CONTROLLER_SA}"
         while time.monotonic() < deadline:
             if self.controller.poll() is not None:
                 problem = f"exited with code {self.controller.returncode}"
                 break
-            requests = self.api.requests(identity=CONTROLLER_IDENTITY)
-            if any(r.verb == "watch" and r.path.endswith("/services") for r in requests):
+            if watches_services(self.bed.control.audit_log, user):
                 return
-            time.sleep(0.1)
+            time.sleep(0.2)
         raise LabError(f"the controller {problem}; {logfile} ends with:\n{log_tail(logfile)}")
 
     def describe(self) -> dict[str, Any]:
         topo = self.topology
+        control = self.bed.control
         return {
             "runid": topo.runid,
             "pid": os.getpid(),
             "started": self.started,
-            "api": self.api.url,
+            "api": control.url,
             "kubeconfig": str(self.files.kubeconfig),
-            "node_api": f"http://127.0.0.1:{NODE_API_PORT}",
+            "node_api": self.bed.node_api_url,
+            "versions": control.versions(),
+            "logs": str(self.files.logs),
             "nodes": {
                 n.name: {"netns": n.netns, "ip4": str(n.host.addr4), "mac": n.host.mac}
                 for n in topo.nodes
@@ -316,23 +307,17 @@ class Lab:
             write_ready(self.files.ready, self.describe())
 
     def down(self) -> None:
-        """Controller, kubelet (and its backends), API server, then namespaces and run dir."""
+        """Controller, then the bed (kubelet and its backends, kube-proxy, the control plane,
+        namespaces and run dir)."""
         try:
             if self.controller is not None:
                 self.topology.stop_pid(self.controller.pid)
                 self.controller = None
-            if self.kubelet is not None:
-                self.kubelet.stop()
-                self.kubelet = None
         finally:
-            try:
-                if self._api_started:
-                    self.api.stop()
-            finally:
-                if self._recorded_self:
-                    self.topology.forget_pid(os.getpid())  # else down() would SIGTERM us
-                    self._recorded_self = False
-                self.topology.down()
+            if self._recorded_self:
+                self.topology.forget_pid(os.getpid())  # else down() would SIGTERM us
+                self._recorded_self = False
+            self.bed.close()
 
 
 # -- the process -------------------------------------------------------------------------------

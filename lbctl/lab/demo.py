@@ -27,8 +27,8 @@ CONTAINER_PORT = 8080  # backends listen on each declared containerPort of their
 SERVICE_PORT = 80
 WAIT = "30s"  # each `kubectl wait`
 COMMAND_TIMEOUT = 40.0  # above WAIT, so kubectl reports its own timeout first
-REQUESTS = 6  # enough for round-robin over 3 backends to show each twice
-FIRST_ANSWER_TIMEOUT = 10.0  # the kubelet's proxy picks a new ingress IP up within one pass
+REQUESTS = 6  # kube-proxy picks a backend at random for each connection
+FIRST_ANSWER_TIMEOUT = 10.0  # kube-proxy programs a new ingress IP on its next sync
 CONDITION = "lbctl.io/IPAllocated"
 ANNOUNCING_NODE = "node-1"
 
@@ -92,7 +92,7 @@ def note(text: str) -> None:
 
 
 def show_cluster(sh: Shell, info: dict[str, Any]) -> None:
-    step(f"The cluster: {len(info['nodes'])} nodes, registered by the lab's kubelet")
+    step(f"The cluster: {len(info['nodes'])} nodes, registered by the lab's kubelet stand-in")
     print(f"$ export KUBECONFIG={info['kubeconfig']}")
     note(f"kubectl here is {sh.kubectl}")
     sh.k("get", "nodes")
@@ -174,17 +174,10 @@ def allocate(sh: Shell, info: dict[str, Any]) -> list[str]:
         sh.k("get", "service", DEPLOYMENT)
         show_verdict(sh)
         return ingress_ips(sh)
-    step("No controller runs in this lab, so nothing gives the Service an address")
-    note(f"why: {controller['note']}")
-    ips = ingress_ips(sh)
-    if not ips:
-        vip = pool["v4"][0]
-        note(f"standing in for the controller: {vip}, the first address of pool {pool['name']!r}")
-        patch = json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": vip}]}}})
-        sh.k("patch", "service", DEPLOYMENT, "--subresource=status", "--type=merge", "-p", patch)
-        ips = [vip]
-    sh.k("get", "service", DEPLOYMENT)
-    return ips
+    raise DemoError(
+        f"no controller runs in this lab ({controller['note']}): nothing gives the Service an "
+        "address; start the lab without --no-controller"
+    )
 
 
 def point_at_node(sh: Shell, info: dict[str, Any], vip: str) -> None:
@@ -235,7 +228,7 @@ def traffic(sh: Shell, info: dict[str, Any], ips: list[str]) -> Counter[str]:
     node = info["nodes"][ANNOUNCING_NODE]
     note(f"nothing announces {', '.join(ips)} on the LAN yet: the L2 speaker is not in the lab.")
     note("standing in for its ARP/NDP reply: the client's neighbour entry points the address")
-    note(f"at {ANNOUNCING_NODE}'s MAC {node['mac']}; {ANNOUNCING_NODE} relays to a ready backend")
+    note(f"at {ANNOUNCING_NODE}'s MAC {node['mac']}; kube-proxy there sends it to a backend")
     netns = info["client"]["netns"]
     for vip in ips:
         point_at_node(sh, info, vip)

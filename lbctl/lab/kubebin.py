@@ -29,14 +29,15 @@ def ensure() -> Path:
                 f"no {BUILD_SCRIPT}: set LBCTL_KUBE_BIN to a directory holding {', '.join(NAMES)}"
             )
         try:
+            # Its progress (stderr) goes where ours goes: a first build takes minutes.
             done = subprocess.run(
-                [str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, timeout=BUILD_TIMEOUT,
                 check=False,
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as err:
             raise KubeBinError(f"running {BUILD_SCRIPT}: {err}") from err
         if done.returncode != 0:
-            raise KubeBinError(f"{BUILD_SCRIPT} failed ({done.returncode}): {done.stderr[-2000:]}")
+            raise KubeBinError(f"{BUILD_SCRIPT} failed with exit code {done.returncode}")
         found = Path(done.stdout.strip().splitlines()[-1])
     missing = [n for n in NAMES if not (found / n).exists()]
     if missing:

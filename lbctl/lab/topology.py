@@ -29,10 +29,11 @@ _COMMON_SYSCTLS: dict[str, str | int] = {
 # Nodes take VIP traffic through a local route but must not answer ARP for it (the speaker
 # does), and must not ARP with a VIP as sender after losing it (test-bed.md).
 _NODE_SYSCTLS: dict[str, str | int] = {
-    f"net.ipv4.conf.{scope}.{key}": value
-    for scope in ("all", "default", "eth0")
-    for key, value in (("arp_ignore", 1), ("arp_announce", 2))
-} | {
+    **{
+        f"net.ipv4.conf.{scope}.{key}": value
+        for scope in ("all", "default", "eth0")
+        for key, value in (("arp_ignore", 1), ("arp_announce", 2))
+    },
     # kube-proxy DNATs a Service's traffic to pods on other nodes: the node forwards it.
     "net.ipv4.ip_forward": 1,
     "net.ipv4.conf.all.rp_filter": 0,

@@ -91,6 +91,8 @@ def test_rbac_gives_the_controller_its_rules_and_nothing_else(
     assert can("patch", "services", "--subresource=status", "-n", "default")
     assert can("update", "leases", "-n", "lbctl-system")
     assert not can("update", "leases", "-n", "kube-system")
-    assert not can("patch", "services", "-n", "default"), "spec is the user's"
+    assert can("patch", "services", "-n", "default"), "the allocated-from-pool annotation"
+    assert not can("update", "services", "-n", "default")
+    assert not can("delete", "services", "-n", "default")
     assert not can("create", "pods", "-n", "default")
     assert kubectl(admin, "auth", "can-i", "create", "pods").stdout.strip() == "yes"
