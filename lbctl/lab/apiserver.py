@@ -26,13 +26,14 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from lbctl.lab.api import defaulting, listeners
+from lbctl.lab import listeners
+from lbctl.lab.api import defaulting
 from lbctl.lab.api.app import Shared, build_app
-from lbctl.lab.api.faults import FaultInjector
 from lbctl.lab.api.handlers import Handlers
-from lbctl.lab.api.reqlog import RequestLog, RequestRecord
 from lbctl.lab.api.resources import Registry
 from lbctl.lab.api.store import Store
+from lbctl.lab.faults import FaultInjector
+from lbctl.lab.reqlog import RequestLog, RequestRecord
 
 __all__ = ["ApiServer", "FaultInjector", "RequestRecord"]
 

@@ -10,7 +10,9 @@ if [ -f "$out/.complete" ]; then
     echo "$out"
     exit 0
 fi
-command -v go >/dev/null || { echo "tools/kube: Go >= 1.26 is needed for the first build of the control plane" >&2; exit 2; }
+# Go's usual install place may not be on a non-login shell's PATH.
+command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
+command -v go >/dev/null || { echo "tools/kube: Go >= 1.26 is needed for the first build of the control plane (not found on PATH or in /usr/local/go/bin)" >&2; exit 2; }
 start=$(date +%s)
 tmp=$out.tmp.$$
 rm -rf "$tmp"; mkdir -p "$tmp"
@@ -28,5 +30,9 @@ go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
 mv "$tmp/server" "$tmp/etcd"
 touch "$tmp/.complete"
 rm -rf "$out"; mv "$tmp" "$out"; trap - EXIT
+# Older builds (another go.sum) are dead weight: ~400 MB each.
+for old in "$cache"/*; do
+    case $old in "$out"|*.tmp.*) ;; *) rm -rf "$old" ;; esac
+done
 echo "==> tools/kube: built in $(( $(date +%s) - start )) s, $(du -sh "$out" | cut -f1) in $out" >&2
 echo "$out"

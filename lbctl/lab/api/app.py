@@ -12,11 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from lbctl.lab.api import reqlog, routing
+from lbctl.lab import reqlog
+from lbctl.lab.api import routing
 from lbctl.lab.api.errors import ApiError, status_body
-from lbctl.lab.api.faults import REQUEST_KINDS, WATCH_KINDS, FaultInjector, FaultKind
 from lbctl.lab.api.handlers import ON_STREAM, TAG, WATCH_FAULT, Handlers, discovery, reply
 from lbctl.lab.api.resources import Registry
+from lbctl.lab.faults import REQUEST_KINDS, WATCH_KINDS, FaultInjector, FaultKind
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

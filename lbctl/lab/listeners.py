@@ -1,5 +1,6 @@
-"""Listening sockets per source, closable and reopenable in their network namespace; used by
-lbctl.lab.apiserver to serve sources and to refuse connections during an injected outage."""
+"""Listening sockets per source, closable and reopenable in their network namespace; used by the
+fault proxy (and lbctl.lab.apiserver) to serve sources and to refuse connections during an
+injected outage."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import ctypes
 import fcntl
 import os
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -69,10 +71,12 @@ def reopen(listener: Listener) -> socket.socket:
     return sock
 
 
-async def start(listener: Listener, runner: web.AppRunner) -> None:
+async def start(
+    listener: Listener, runner: web.AppRunner, ssl_context: ssl.SSLContext | None = None
+) -> None:
     if listener.sock is None:
         listener.sock = reopen(listener)
-    listener.site = web.SockSite(runner, listener.sock)
+    listener.site = web.SockSite(runner, listener.sock, ssl_context=ssl_context)
     await listener.site.start()
 
 

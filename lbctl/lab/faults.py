@@ -1,4 +1,5 @@
-"""Fault injection rules for the bed's API server; tests add them, the app middleware applies them.
+"""Fault injection rules; tests add them, the fault proxy (lbctl.lab.faultproxy) applies them to
+requests on their way to the real API server (the embedded server's middleware too, until it goes).
 
 Rules are matched on identity, path (prefix string or compiled regex), source and verb; a rule
 with a `count` disappears after that many hits. All methods are thread-safe: tests call them
