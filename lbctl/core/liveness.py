@@ -1,0 +1,345 @@
+"""L2 liveness, the pure half: which announcement groups this node holds, from the ranking,
+probe results and peers' messages. Times come in as arguments. Called by speaker.liveness (the
+shell that sends and receives the UDP probes and drives the announcer).
+
+Design and numbers: ../shared/reference/liveness.md and docs/speaker.md. In short:
+- rank 1 of a group holds it; rank 2 probes rank 1 every 100 ms and takes over after 5 misses
+  confirmed by an indirect probe through rank 3 and an ARP probe of the VIP; rank 3 takes over
+  only when ranks 1 and 2 both fail;
+- every takeover raises the group's epoch; a holder that hears a newer epoch for its group
+  drops it (it was stalled or partitioned and counts as returning);
+- the acting owner probes a returning higher-ranked node every 1 s and hands the group back
+  after 5 s of answers; a leaving node (SIGTERM) is taken over at once;
+- a monitor whose own loop lagged past the probe interval declares nobody dead.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lbctl.core.model import IPAddress, NodeName
+
+PROBE_INTERVAL = 0.1  # s between probes to a monitored node
+MISSES = 5  # consecutive unanswered probes before a monitor suspects the node (500 ms)
+CHECK_WAIT = 0.1  # s for the indirect probe and the ARP probe to answer, all tries included
+HANDBACK_AFTER = 5.0  # s of answers before a group goes back to a returning node (no flip-flop)
+HOLDER_TIMEOUT = 2.5  # s without word from another holder before rank 1 stops waiting for it
+STARTUP_HOLD = 0.3  # s a new speaker listens for holders before it takes its own groups
+STALL = 0.5  # s of own loop lag after which a holder drops what it holds
+ISOLATED_AFTER = 3.0  # s with neither a peer's message nor an API success: withdraw everything
+
+
+class Verdict(enum.StrEnum):
+    """Why this node holds a group, or why not (logs and metrics carry these)."""
+
+    OWNER = "Owner"  # rank 1
+    TOOK_OVER = "TookOver"  # a monitor acting for failed higher ranks
+    NOT_OWNER = "NotOwner"
+    NOT_ELIGIBLE = "NotEligible"
+    CANNOT_CARRY = "NoInterfaceForIP"
+    RETURNING = "Returning"  # rank 1 waiting for the acting owner's hand-back
+    STARTING = "Starting"
+    LEAVING = "Leaving"
+    ISOLATED = "Isolated"
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One announcement group: its key IP (the ranking key), all its IPs, the eligible nodes in
+    rank order (lbctl.core.election)."""
+
+    key: IPAddress
+    ips: tuple[IPAddress, ...]
+    ranking: tuple[NodeName, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a probe or an ack says about its sender."""
+
+    node: NodeName
+    fresh: bool  # the sender's API view is fresh
+    leaving: bool = False
+    macs: tuple[str, ...] = ()
+    cannot: frozenset[IPAddress] = frozenset()  # group keys it has no interface for
+    holding: Mapping[IPAddress, int] = field(default_factory=dict)  # group key -> epoch
+
+
+@dataclass(slots=True)
+class Peer:
+    """What this node knows of one node it monitors."""
+
+    misses: int = 0
+    answered: bool = True  # the last probe was answered
+    last_probe: float = -1e9
+    answering_since: float | None = None  # start of the current run of answers
+    report: Report | None = None
+    suspect_since: float | None = None  # 5 misses seen; indirect and ARP checks running
+    cleared: bool = False  # a check answered while suspect
+    dead: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    node: NodeName
+    epoch: int
+    seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class Actions:
+    """What the shell sends after a tick."""
+
+    probes: tuple[NodeName, ...] = ()
+    indirect: tuple[tuple[NodeName, NodeName], ...] = ()  # (ask this node, to probe that one)
+    arp_probes: tuple[IPAddress, ...] = ()  # VIPs to ARP-probe
+    handbacks: tuple[tuple[NodeName, tuple[IPAddress, ...]], ...] = ()
+
+
+class Liveness:
+    """One speaker's view. Not thread-safe: the shell calls it from its data-plane loop."""
+
+    def __init__(self, me: NodeName, now: float) -> None:
+        self.me = me
+        self.started = now
+        self.groups: dict[IPAddress, Group] = {}
+        self.peers: dict[NodeName, Peer] = {}
+        self.holders: dict[IPAddress, Holder] = {}  # newest other holder heard of, per group
+        self.held: dict[IPAddress, int] = {}  # group key -> epoch this node holds it at
+        self.cannot: frozenset[IPAddress] = frozenset()
+        self.handed_back: set[IPAddress] = set()
+        self.leaving = False
+        self.lagging = False
+        self.last_contact = now  # a peer's probe or ack
+        self.last_api_ok = now
+        self.verdicts: dict[IPAddress, Verdict] = {}
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def set_groups(self, groups: Iterable[Group], now: float) -> None:
+        self.groups = {g.key: g for g in groups}
+        for key in [k for k in self.held if k not in self.groups]:
+            del self.held[key]
+        watched = self._watched()
+        for name in [n for n in self.peers if n not in watched]:
+            del self.peers[name]
+        for name in watched:
+            self.peers.setdefault(name, Peer(last_probe=now - PROBE_INTERVAL))
+        self._decide(now)
+
+    def set_cannot_carry(self, keys: frozenset[IPAddress], now: float) -> None:
+        self.cannot = keys
+        self._decide(now)
+
+    def api_ok(self, now: float) -> None:
+        self.last_api_ok = now
+
+    def on_report(self, report: Report, now: float, *, ack: bool) -> None:
+        """A peer's probe or ack: learn what it holds; an ack also answers our probe."""
+        self.last_contact = now
+        for key, epoch in report.holding.items():
+            known = self.holders.get(key)
+            if known is None or epoch >= known.epoch:
+                self.holders[key] = Holder(report.node, epoch, now)
+            if epoch > self.held.get(key, epoch):
+                del self.held[key]  # a newer holder: this node was stalled or partitioned
+        peer = self.peers.get(report.node)
+        if peer is not None:
+            peer.report = report
+            if ack:
+                self._answered(peer, now)
+            if report.leaving:
+                peer.dead = True
+        self._decide(now)
+
+    def on_check(self, node: NodeName, now: float) -> None:
+        """An indirect probe or an ARP probe answered while `node` is suspect: not dead."""
+        peer = self.peers.get(node)
+        if peer is not None and peer.suspect_since is not None:
+            peer.cleared = True
+            self._answered(peer, now)
+            self._decide(now)
+
+    def on_handback(self, keys: Iterable[IPAddress], now: float) -> None:
+        """The acting owner gives rank-1 groups back to this node."""
+        for key in keys:
+            if key in self.groups and self._rank(key) == 1:
+                self.handed_back.add(key)
+        self._decide(now)
+
+    def on_lag(self, lag: float, now: float) -> None:
+        """Own event-loop lag. Past the probe interval a monitor declares nobody dead (its own
+        slowness, not the peer's); past STALL this node drops what it holds and returns."""
+        self.lagging = lag > PROBE_INTERVAL
+        if lag > STALL:
+            self.held.clear()
+            for peer in self.peers.values():
+                peer.misses, peer.answered = 0, True
+            self.started = now  # listen for holders again before taking anything
+        self._decide(now)
+
+    def on_conflict(self, key: IPAddress, node: NodeName, fresh: bool, my_fresh: bool) -> bool:
+        """Another speaker (`node`, known by its MAC) answers for a group this node holds.
+        Returns True when this node yields: a stale one yields to a fresh one, else the higher
+        rank keeps it."""
+        if key not in self.held:
+            return False
+        if my_fresh != fresh:
+            yields = fresh
+        else:
+            ranking = self.groups[key].ranking if key in self.groups else ()
+            mine = ranking.index(self.me) if self.me in ranking else len(ranking)
+            theirs = ranking.index(node) if node in ranking else len(ranking)
+            yields = theirs < mine
+        if yields:
+            del self.held[key]
+            self.verdicts[key] = Verdict.NOT_OWNER
+        return yields
+
+    def leave(self) -> tuple[NodeName, ...]:
+        """SIGTERM: reports say leaving from now on; returns the monitors to tell at once."""
+        self.leaving = True
+        monitors = {n for k in self.held for n in self.groups[k].ranking[1:3] if n != self.me}
+        return tuple(sorted(monitors))
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def report(self, fresh: bool, macs: tuple[str, ...] = ()) -> Report:
+        return Report(self.me, fresh, self.leaving, macs, self.cannot, dict(self.held))
+
+    def holding(self) -> dict[IPAddress, Group]:
+        return {k: self.groups[k] for k in self.held if k in self.groups}
+
+    def tick(self, now: float) -> Actions:
+        """Count misses, start and finish checks, decide; return what to send."""
+        probes: list[NodeName] = []
+        indirect: list[tuple[NodeName, NodeName]] = []
+        arp: list[IPAddress] = []
+        for name, peer in self.peers.items():
+            if peer.suspect_since is not None and now - peer.suspect_since >= CHECK_WAIT:
+                peer.dead, peer.suspect_since = not peer.cleared, None
+            if now - peer.last_probe < PROBE_INTERVAL - 1e-6:
+                continue
+            if not peer.answered and not self.lagging:
+                peer.misses += 1
+                peer.answering_since = None
+            peer.answered, peer.last_probe = False, now
+            probes.append(name)
+            if peer.misses >= MISSES and peer.suspect_since is None and not peer.dead:
+                peer.suspect_since, peer.cleared = now, False
+                indirect += [(h, name) for h in self._helpers(name)]
+                arp += [
+                    ip for g in self.groups.values() if g.ranking[:1] == (name,) for ip in g.ips
+                ]
+        self._decide(now)
+        return Actions(tuple(probes), tuple(indirect), tuple(arp), self._handbacks(now))
+
+    # -- the decision ------------------------------------------------------------------------
+
+    def _rank(self, key: IPAddress) -> int | None:
+        ranking = self.groups[key].ranking
+        return ranking.index(self.me) + 1 if self.me in ranking else None
+
+    def _watched(self) -> set[NodeName]:
+        """The nodes above this one where it is rank 2 or 3."""
+        watched: set[NodeName] = set()
+        for key, group in self.groups.items():
+            rank = self._rank(key)
+            if rank in (2, 3):
+                watched.update(group.ranking[: rank - 1])
+        return watched
+
+    def _answered(self, peer: Peer, now: float) -> None:
+        if peer.answering_since is None or peer.dead:
+            peer.answering_since = now
+        peer.answered, peer.misses = True, 0
+        peer.dead, peer.suspect_since = False, None
+
+    def _failed(self, node: NodeName, key: IPAddress) -> bool:
+        peer = self.peers.get(node)
+        if peer is None:
+            return False
+        return peer.dead or (peer.report is not None and key in peer.report.cannot)
+
+    def _helpers(self, node: NodeName) -> list[NodeName]:
+        """The other monitors of `node`, to ask for an indirect probe."""
+        helpers = {
+            n
+            for g in self.groups.values()
+            if g.ranking[:1] == (node,)
+            for n in g.ranking[1:3]
+            if n not in (self.me, node)
+        }
+        return sorted(h for h in helpers if not (h in self.peers and self.peers[h].dead))
+
+    def _take(self, key: IPAddress) -> None:
+        known = self.holders.get(key)
+        self.held[key] = (known.epoch if known else 0) + 1
+
+    def isolated(self, now: float) -> bool:
+        """Neither a peer's word nor an API success for ISOLATED_AFTER: this node must not keep
+        answering (a node cut off from everything)."""
+        quiet = now - max(self.last_contact, self.last_api_ok)
+        return quiet >= ISOLATED_AFTER
+
+    def _decide(self, now: float) -> None:
+        isolated = self.isolated(now)
+        for key in self.groups:
+            verdict = self._decide_group(key, now, isolated=isolated)
+            self.verdicts[key] = verdict
+            if verdict not in (Verdict.OWNER, Verdict.TOOK_OVER):
+                self.held.pop(key, None)
+
+    def _decide_group(self, key: IPAddress, now: float, *, isolated: bool) -> Verdict:
+        rank = self._rank(key)
+        if rank is None:
+            return Verdict.NOT_ELIGIBLE
+        if key in self.cannot:
+            return Verdict.CANNOT_CARRY
+        if self.leaving:
+            return Verdict.LEAVING
+        if isolated:
+            return Verdict.ISOLATED
+        if rank == 1:
+            return self._decide_owner(key, now)
+        if key in self.held:
+            return Verdict.TOOK_OVER  # until the hand-back, or a newer epoch, takes it away
+        above = self.groups[key].ranking[: rank - 1]
+        if rank <= 3 and all(self._failed(n, key) for n in above):
+            self._take(key)
+            return Verdict.TOOK_OVER
+        return Verdict.NOT_OWNER
+
+    def _decide_owner(self, key: IPAddress, now: float) -> Verdict:
+        if key in self.held:
+            return Verdict.OWNER
+        if now - self.started < STARTUP_HOLD:
+            return Verdict.STARTING
+        other = self.holders.get(key)
+        if (
+            other is not None
+            and other.node != self.me
+            and now - other.seen < HOLDER_TIMEOUT
+            and key not in self.handed_back
+        ):
+            return Verdict.RETURNING
+        self.handed_back.discard(key)
+        self._take(key)
+        return Verdict.OWNER
+
+    def _handbacks(self, now: float) -> tuple[tuple[NodeName, tuple[IPAddress, ...]], ...]:
+        """Groups this node holds for a rank-1 node that has answered for HANDBACK_AFTER."""
+        out: dict[NodeName, list[IPAddress]] = {}
+        for key in self.held:
+            ranking = self.groups[key].ranking
+            peer = self.peers.get(ranking[0]) if ranking[0] != self.me else None
+            if (
+                peer is not None
+                and not self._failed(ranking[0], key)
+                and peer.answering_since is not None
+                and now - peer.answering_since >= HANDBACK_AFTER
+            ):
+                out.setdefault(ranking[0], []).append(key)
+        return tuple((n, tuple(sorted(ks, key=str))) for n, ks in sorted(out.items()))
