@@ -7,13 +7,10 @@ are read from the reconciler at scrape time (no bookkeeping to drift).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -119,60 +116,3 @@ class _StateCollector(Collector):
             "LoadBalancer Services waiting for an address",
             value=len(allocator.pending()),
         )
-
-
-class HealthServer:
-    """/metrics, /livez and /readyz over plain HTTP, in a daemon thread."""
-
-    def __init__(
-        self,
-        metrics: Metrics,
-        *,
-        alive: Callable[[], bool],
-        ready: Callable[[], bool],
-        host: str = "0.0.0.0",  # probes and scrapes come from the node
-        port: int = 0,
-    ) -> None:
-        handler = _handler(metrics, alive, ready)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="lbctl-health", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
-
-
-def _handler(
-    metrics: Metrics, alive: Callable[[], bool], ready: Callable[[], bool]
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
-            elif path in ("/livez", "/readyz"):
-                ok = alive() if path == "/livez" else ready()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")
-            else:
-                self._send(404, b"not found\n", "text/plain")
-
-        def _send(self, code: int, data: bytes, ctype: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("health_request %s", format % args)
-
-    return Handler

@@ -20,7 +20,8 @@ from typing import Any
 
 from lbctl.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from lbctl.lab import demo, kubebin, nsutil, plan, procs
-from lbctl.lab.daemon import ROLE, LabFiles, log_tail, read_ready, read_state
+from lbctl.lab.daemon import ROLE, LabFiles, read_ready, read_state
+from lbctl.lab.procs import log_tail
 from lbctl.lab.runstate import (
     ProcRecord,
     cleanup_run,

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,13 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbctl.lab")
 
 ROLE = "lab-daemon"  # the daemon's own record in state.json, so `down` finds it
-CONTROLLER_ROLE = "controller"
 CONFIG_NAMESPACE = "lbctl-system"
 CONFIG_NAME = "lbctl-config"
 POOL = "lab"
-CONTROLLER_SA = "lbctl-controller"  # its ServiceAccount, from deploy/rbac.yaml
-CONTROLLER_READY_TIMEOUT = 30.0  # kopf needs 1-3 s here; a cold import of kubernetes is slow
-RBAC_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
 
 
 class LabError(RuntimeError):
@@ -145,55 +140,6 @@ async def bootstrap(kubeconfig: Path) -> None:
         await _create_or_patch(api, path, configmap_body())
 
 
-# -- the controller --------------------------------------------------------------------------
-
-
-def controller_argv(kubeconfig: Path, metrics: str) -> list[str]:
-    """`lbctl-controller` next to this Python: installed with lbctl, so its absence is a broken
-    install, reported as the failure it is."""
-    path = Path(sys.executable).parent / "lbctl-controller"
-    return [
-        str(path), "--kubeconfig", str(kubeconfig),
-        "--config-map", f"{CONFIG_NAMESPACE}/{CONFIG_NAME}",
-        "--metrics-bind-address", metrics,
-    ]  # fmt: skip
-
-
-def free_port() -> int:
-    """A loopback port free right now (the controller binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
-def watches_services(audit_log: Path, user: str) -> bool:
-    """Whether the API server's audit log shows `user` watching Services."""
-    try:
-        lines = audit_log.read_text().splitlines()
-    except FileNotFoundError:
-        return False
-    for line in lines:
-        if f'"{user}"' not in line:
-            continue
-        entry = json.loads(line)
-        if (
-            (entry.get("user") or {}).get("username") == user
-            and entry.get("verb") == "watch"
-            and entry.get("requestURI", "").startswith("/api/v1/services")
-        ):
-            return True
-    return False
-
-
 # -- the lab -----------------------------------------------------------------------------------
 
 
@@ -228,48 +174,20 @@ class Lab:
             shutil.copyfile(
                 self.bed.node_kubeconfig(node.name), self.files.node_kubeconfig(node.name)
             )
-        control.kubectl("apply", "-f", str(RBAC_MANIFEST))
+        from lbctl.lab import agents
+
+        agents.apply_rbac(control)
         asyncio.run(bootstrap(self.files.kubeconfig))
         log.info("lab_api_ready url=%s", control.url)
         if self.want_controller:
-            self._start_controller()
+            try:
+                agent = agents.start_controller(self.topology, control)
+            except agents.AgentError as err:
+                raise LabError(str(err)) from err
+            self.controller, self.metrics = agent.proc, agent.metrics
+            self.controller_note = "running"
+            log.info("lab_controller_ready pid=%d", agent.proc.pid)
         return self.describe()
-
-    def _start_controller(self) -> None:
-        kubeconfig = self.bed.control.service_account_kubeconfig(
-            CONFIG_NAMESPACE, CONTROLLER_SA, self.files.run_dir / "controller.kubeconfig"
-        )
-        self.metrics = f"127.0.0.1:{free_port()}"
-        logfile = self.files.logs / "controller.log"
-        with logfile.open("ab") as out:
-            self.controller = subprocess.Popen(
-                controller_argv(kubeconfig, self.metrics),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "KUBECACHEDIR": str(self.files.run_dir / "kube-cache")},
-            )
-        self.topology.record_pid(self.controller.pid, CONTROLLER_ROLE)
-        self._wait_controller_watching(logfile)
-        self.controller_note = "running"
-        log.info("lab_controller_ready pid=%d", self.controller.pid)
-
-    def _wait_controller_watching(self, logfile: Path) -> None:
-        """Ready = the audit log shows it watching Services (kopf watches once its startup
-        handlers are done); a controller that exits first fails the lab with its own words."""
-        assert self.controller is not None
-        deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT
-        problem = f"did not watch Services within {CONTROLLER_READY_TIMEOUT:.0f} s"
-        user = f"system:serviceaccount:{CONFIG_NAMESPACE}:{CONTROLLER_SA}"
-        while time.monotonic() < deadline:
-            if self.controller.poll() is not None:
-                problem = f"exited with code {self.controller.returncode}"
-                break
-            if watches_services(self.bed.control.audit_log, user):
-                return
-            time.sleep(0.2)
-        raise LabError(f"the controller {problem}; {logfile} ends with:\n{log_tail(logfile)}")
 
     def describe(self) -> dict[str, Any]:
         topo = self.topology

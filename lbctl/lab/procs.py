@@ -55,3 +55,12 @@ def wait_for(
             return value
         time.sleep(interval)
     raise error(f"timed out after {timeout}s waiting for {what}")
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
