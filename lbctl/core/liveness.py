@@ -139,6 +139,9 @@ class Liveness:
     def on_report(self, report: Report, now: float, *, ack: bool) -> None:
         """A peer's probe or ack: learn what it holds; an ack also answers our probe."""
         self.last_contact = now
+        for key in [k for k, h in self.holders.items() if h.node == report.node]:
+            if key not in report.holding:
+                del self.holders[key]  # it let go
         for key, epoch in report.holding.items():
             known = self.holders.get(key)
             if known is None or epoch >= known.epoch:
@@ -203,6 +206,12 @@ class Liveness:
         self.leaving = True
         monitors = {n for k in self.held for n in self.groups[k].ranking[1:3] if n != self.me}
         return tuple(sorted(monitors))
+
+    def release_all(self) -> None:
+        """After leave() and the monitors' takeover: hold nothing any more."""
+        self.held.clear()
+        for key in self.groups:
+            self.verdicts[key] = Verdict.LEAVING
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -298,8 +307,8 @@ class Liveness:
             return Verdict.NOT_ELIGIBLE
         if key in self.cannot:
             return Verdict.CANNOT_CARRY
-        if self.leaving:
-            return Verdict.LEAVING
+        if self.leaving:  # keep answering until the monitors took over; then release_all()
+            return self.verdicts.get(key, Verdict.LEAVING) if key in self.held else Verdict.LEAVING
         if isolated:
             return Verdict.ISOLATED
         if rank == 1:
@@ -320,7 +329,7 @@ class Liveness:
         other = self.holders.get(key)
         if (
             other is not None
-            and other.node != self.me
+            and other.node in self.groups[key].ranking[1:]  # an eligible acting owner
             and now - other.seen < HOLDER_TIMEOUT
             and key not in self.handed_back
         ):

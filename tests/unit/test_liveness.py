@@ -298,3 +298,23 @@ def test_a_holder_whose_loop_stalled_drops_what_it_holds(lag: float, keeps: bool
     assert speaker.held
     speaker.on_lag(lag, 1.0 + lag)
     assert bool(speaker.held) is keeps
+
+
+def test_a_new_rank_one_takes_at_once_when_the_old_owner_left_the_ranking() -> None:
+    """The owner's node went NotReady: the plan drops it, rank 2 becomes rank 1 and must not
+    wait for a hand-back from a node that is no longer eligible."""
+    net = settled()
+    shrunk = Group(VIP, (VIP,), RANKING[1:])
+    for speaker in net.speakers.values():
+        speaker.set_groups([shrunk], net.now)
+    took = net.until(lambda: net.holders() == {N2}, 2.0)
+    assert took <= 2 * PROBE_INTERVAL
+
+
+def test_a_rank_one_back_from_a_stall_takes_its_group_when_nobody_else_holds_it() -> None:
+    net = settled()
+    net.pause(N1)
+    net.until(lambda: N2 in net.holders(), 2.0)
+    net.speakers[N2].set_groups([Group(VIP, (VIP,), (N1, N3, N4))], net.now)  # N2 left
+    net.resume(N1)
+    net.until(lambda: net.holders() == {N1}, 1.5)
