@@ -1,0 +1,252 @@
+"""The speaker's control loop: indexes of parsed fields fed by kopf's watches (Services,
+EndpointSlices, Nodes, the pool ConfigMap), the planner run on every change, the plan handed to
+the data plane, and the `lbctl.io/AnnouncedL2` condition written when it changes. Run by
+speaker.runner; kopf handlers (speaker.handlers) call the `on_*` methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lbctl.configmap import load_configmap
+from lbctl.core import election
+from lbctl.core.adapt import (
+    EndpointSliceInfo,
+    HeldService,
+    NodeInfo,
+    adapt_endpointslice,
+    adapt_held_service,
+    adapt_node,
+    key_of,
+)
+from lbctl.core.l2plan import AnnouncementGroup, plan_l2
+from lbctl.core.liveness import Group
+from lbctl.core.model import Config, ConfigError, IPAddress, NodeName, ServiceKey
+from lbctl.core.reasons import L2Failure
+from speaker.conditions import CONDITION_TYPE, Condition, announced, not_announced
+from speaker.dataplane import DataPlane, Held, Plan
+from speaker.kube import Kube, KubeError
+from speaker.metrics import Metrics
+
+log = logging.getLogger("lbctl.speaker")
+FRESH_EVERY = 2.0  # s between freshness probes (GET /version)
+FRESH_FOR = 30.0  # s the API view stays fresh after a probe answered (an idle watch proves nothing)
+SETTLE = 0.005  # s to gather a burst of watch events into one plan
+
+
+@dataclass(slots=True)
+class Observed:
+    """What the speaker keeps of a Service: parsed fields and its current AnnouncedL2."""
+
+    held: HeldService
+    uid: str
+    condition: Condition | None
+
+
+class Agent:
+    """Indexes, planner and condition writer of one speaker; runs on kopf's loop."""
+
+    def __init__(
+        self,
+        node: NodeName,
+        kube: Kube,
+        dataplane: DataPlane,
+        metrics: Metrics,
+        *,
+        config_ref: tuple[str, str],
+        lb_class: str | None = None,
+    ) -> None:
+        self.node = node
+        self.kube = kube
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self.config_ref = config_ref
+        self.lb_class = lb_class
+        self.services: dict[ServiceKey, Observed] = {}
+        self.slices: dict[tuple[str, str], EndpointSliceInfo] = {}
+        self.nodes: dict[NodeName, NodeInfo] = {}
+        self.config: Config | None = None
+        self.groups: tuple[AnnouncementGroup, ...] = ()
+        self.held: dict[IPAddress, Held] = {}
+        self.fresh_until = 0.0
+        self._dirty = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- watch events (kopf handlers) ---------------------------------------------------------
+
+    def on_service(self, event: str | None, body: Mapping[str, Any]) -> None:
+        key = key_of(body)
+        if event == "DELETED":
+            self.services.pop(key, None)
+        else:
+            meta = body.get("metadata") or {}
+            self.services[key] = Observed(
+                adapt_held_service(body), str(meta.get("uid", "")), _condition_of(body)
+            )
+        self._dirty.set()
+
+    def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        slot = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if event == "DELETED":
+            self.slices.pop(slot, None)
+        else:
+            self.slices[slot] = adapt_endpointslice(body)
+        self._dirty.set()
+
+    def on_node(self, event: str | None, body: Mapping[str, Any]) -> None:
+        info = adapt_node(body)
+        if event == "DELETED":
+            self.nodes.pop(info.name, None)
+        else:
+            self.nodes[info.name] = info
+        self._dirty.set()
+
+    def on_config(self, event: str | None, body: Mapping[str, Any]) -> None:
+        """A new config replaces the last good one; a bad one keeps it (and says why)."""
+        if event == "DELETED":
+            log.warning("config_deleted configmap=%s/%s keeping=last", *self.config_ref)
+            return
+        try:
+            self.config = load_configmap(body).config
+            self.metrics.config_stale.set(0)
+        except ConfigError as err:
+            self.metrics.config_stale.set(1)
+            log.error("config_invalid configmap=%s/%s error=%s", *self.config_ref, err)
+            return
+        self._dirty.set()
+
+    def on_held(self, held: dict[IPAddress, Held]) -> None:
+        """The data plane's holdings changed (called on the data-plane thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._held_changed, held)
+
+    def _held_changed(self, held: dict[IPAddress, Held]) -> None:
+        self.held = held
+        self.metrics.set_announced(self.node, held)
+        self._dirty.set()
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Plan on every change and keep the API freshness; until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._plans())
+            group.create_task(self._freshness())
+
+    async def _plans(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(SETTLE)
+            self._dirty.clear()
+            try:
+                await self.replan()
+            except Exception:  # the loop boundary: log and keep planning
+                log.exception("plan_failed node=%s", self.node)
+
+    async def _freshness(self) -> None:
+        while True:
+            ok = await asyncio.to_thread(self.kube.api_reachable)
+            now = time.monotonic()
+            if ok:
+                self.fresh_until = now + FRESH_FOR
+            fresh = now < self.fresh_until
+            self.metrics.api_fresh.set(1 if fresh else 0)
+            self.dataplane.set_fresh(fresh)
+            await asyncio.sleep(FRESH_EVERY)
+
+    async def replan(self) -> None:
+        if self.config is None:
+            return
+        services = [o.held for o in self.services.values()]
+        by_service: dict[ServiceKey, list[EndpointSliceInfo]] = {}
+        for info in self.slices.values():
+            if info.service is not None:
+                by_service.setdefault(info.service, []).append(info)
+        self.groups = plan_l2(
+            self.config, services, by_service, self.nodes.values(), lb_class=self.lb_class
+        )
+        self.dataplane.update(self._plan_for_dataplane())
+        await self._write_conditions()
+
+    def _plan_for_dataplane(self) -> Plan:
+        addresses = {
+            name: info.internal_ips[0] for name, info in self.nodes.items() if info.internal_ips
+        }
+        groups = tuple(Group(g.key_ip, g.ips, g.ranking) for g in self.groups if g.ranking)
+        interfaces = {g.key_ip: g.interfaces_for(self.node) for g in self.groups}
+        return Plan(groups, interfaces, addresses)
+
+    # -- the condition ---------------------------------------------------------------------------
+
+    def _desired(self, group: AnnouncementGroup) -> Condition | None:
+        """The condition this node must write for `group`, or None when another node writes it:
+        the holder writes "announced"; when nobody may announce, the first node in rank order
+        among all nodes writes why."""
+        held = self.held.get(group.key_ip)
+        if held is not None:
+            return announced(self.node, held.interface)
+        if group.failure is not None:
+            everyone = election.rank(self.nodes, group.key_ip)
+            if everyone[:1] == (self.node,):
+                return not_announced(group.failure, group)
+            return None
+        if (
+            group.ranking[:1] == (self.node,)
+            and group.key_ip in self.dataplane.cannot_carry()
+            and not self.dataplane.someone_else_holds(group.key_ip)
+        ):
+            return not_announced(L2Failure.NO_INTERFACE_FOR_IP, group)
+        return None
+
+    async def _write_conditions(self) -> None:
+        for group in self.groups:
+            desired = self._desired(group)
+            if desired is None:
+                continue
+            for key in group.services:
+                observed = self.services.get(key)
+                if observed is None or observed.condition == desired:
+                    continue
+                namespace, _, name = key.partition("/")
+                try:
+                    await asyncio.to_thread(
+                        self.kube.patch_condition, namespace, name, desired.body()
+                    )
+                    observed.condition = desired
+                    self.metrics.condition_writes.labels(result="ok").inc()
+                except KubeError as err:
+                    self.metrics.condition_writes.labels(result=str(err.status)).inc()
+                    log.warning("condition_write_failed service=%s error=%s", key, err)
+
+    async def post_event(self, ip: IPAddress, type_: str, reason: str, message: str) -> None:
+        """An Event on every Service holding `ip`."""
+        for group in self.groups:
+            if ip not in group.ips:
+                continue
+            for key in group.services:
+                observed = self.services.get(key)
+                namespace, _, name = key.partition("/")
+                uid = observed.uid if observed else ""
+                post = functools.partial(
+                    self.kube.post_event, namespace, name,
+                    uid=uid, type_=type_, reason=reason, message=message,
+                )  # fmt: skip
+                with contextlib.suppress(KubeError):
+                    await asyncio.to_thread(post)
+
+
+def _condition_of(body: Mapping[str, Any]) -> Condition | None:
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == CONDITION_TYPE:
+            return Condition.from_body(cond)
+    return None

@@ -1,0 +1,323 @@
+"""The speaker's data plane: liveness probes and the L2 announcer on one event loop in a thread
+of its own, so API lists and JSON parsing on the control loop never delay an ARP answer or a
+probe ack (a hung data plane fails its probes, which is the point). Fed by speaker.agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+from lbctl.core.liveness import PROBE_INTERVAL, Group, Liveness, Verdict
+from lbctl.core.model import IPAddress, NodeName
+from speaker.announcers.layer2.errors import AnnounceError
+from speaker.probes import Endpoint, Kind, Message
+
+log = logging.getLogger("lbctl.speaker")
+LEAVE_WAIT = 0.2  # s a leaving speaker waits for its monitors' GARPs (issue 9: <= 200 ms)
+START_TIMEOUT = 10.0
+
+
+class Answered(Protocol):
+    @property
+    def answered(self) -> bool: ...
+
+
+class Announcer(Protocol):
+    """The L2 announcer as the data plane uses it (speaker.announcers.layer2)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def sync(self, desired: Mapping[IPAddress, str]) -> None: ...
+
+    def interface_for(self, ip: IPAddress, allowed: tuple[str, ...]) -> str | None: ...
+
+    def macs(self) -> tuple[str, ...]: ...
+
+    async def probe(self, vip: IPAddress, interface: str | None = None) -> Answered: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the control loop hands over: groups, the interfaces each may use, peers' addresses,
+    and whether the API view is fresh."""
+
+    groups: tuple[Group, ...]
+    interfaces: Mapping[IPAddress, tuple[str, ...]]  # group key -> allowed interfaces (or all)
+    addresses: Mapping[NodeName, IPAddress]  # node -> InternalIP, where its speaker listens
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One group this node announces, for the condition writer and metrics."""
+
+    key: IPAddress
+    ips: tuple[IPAddress, ...]
+    interface: str
+    verdict: Verdict
+
+
+class DataPlane:
+    """Owns the Liveness state and the announcer; every method but the thread-safe ones at the
+    top runs on its own loop."""
+
+    def __init__(
+        self,
+        me: NodeName,
+        announcer: Announcer,
+        *,
+        bind: tuple[str, int],
+        on_change: Callable[[dict[IPAddress, Held]], None] = lambda _: None,
+        on_foreign: Callable[[IPAddress, str, str], None] = lambda *_: None,
+    ) -> None:
+        self.me = me
+        self.announcer = announcer
+        self.bind = bind
+        self.on_change = on_change
+        self.on_foreign = on_foreign
+        self.liveness = Liveness(me, time.monotonic())
+        self.plan = Plan((), {}, {})
+        self.fresh = False
+        self.endpoint: Endpoint | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._seq = 0
+        self._relays: dict[int, tuple[tuple[str, int], NodeName]] = {}  # indirect probes
+        self._held: dict[IPAddress, Held] = {}
+        self.ownership_changes = 0
+        self.speaker_macs: dict[str, NodeName] = {}  # every MAC a peer's report listed
+        self.peer_fresh: dict[NodeName, bool] = {}
+        self._taken_from_me: set[IPAddress] = set()  # while leaving: groups others announce
+
+    # -- thread-safe API (control loop) --------------------------------------------------------
+
+    def start(self) -> None:
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._main, args=(ready,), name="dataplane")
+        self._thread.daemon = True
+        self._thread.start()
+        ready.result(START_TIMEOUT)
+
+    def update(self, plan: Plan) -> None:
+        self._call(self._update, plan)
+
+    def set_fresh(self, fresh: bool) -> None:
+        self._call(self._set_fresh, fresh)
+
+    def stop(self, *, graceful: bool) -> None:
+        """Leave (tell the monitors, wait for their takeover) when graceful, then stop."""
+        loop, thread = self.loop, self._thread
+        if loop is None or thread is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._shutdown(graceful), loop).result(5.0)
+        thread.join(5.0)
+
+    def cannot_carry(self) -> frozenset[IPAddress]:
+        """Group keys this node has no interface for (a snapshot; any thread)."""
+        return self.liveness.cannot
+
+    def someone_else_holds(self, key: IPAddress) -> bool:
+        """Whether another speaker said it holds `key` recently (a snapshot; any thread)."""
+        holder = self.liveness.holders.get(key)
+        return holder is not None and holder.node != self.me and holder.seen > time.monotonic() - 3
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _main(self, ready: Future[None]) -> None:
+        try:
+            asyncio.run(self._run(ready))
+        except BaseException as err:
+            log.exception("dataplane_crashed")
+            if not ready.done():
+                ready.set_exception(err)
+
+    async def _run(self, ready: Future[None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        transport, endpoint = await self.loop.create_datagram_endpoint(
+            lambda: Endpoint(self._on_message), local_addr=self.bind
+        )
+        self.endpoint = endpoint
+        await self.announcer.start()
+        ready.set_result(None)
+        try:
+            await self._ticks()
+        finally:
+            await self.announcer.stop()
+            transport.close()
+
+    async def _ticks(self) -> None:
+        """Every PROBE_INTERVAL: measure this loop's lag, tick the liveness state, send."""
+        assert self._stop is not None
+        expected = time.monotonic() + PROBE_INTERVAL
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.0, expected - time.monotonic()))
+            now = time.monotonic()
+            self.liveness.on_lag(max(0.0, now - expected), now)
+            expected = now + PROBE_INTERVAL
+            if self.fresh:
+                self.liveness.api_ok(now)
+            self._act(self.liveness.tick(now))
+            self._apply()
+
+    def _update(self, plan: Plan) -> None:
+        self.plan = plan
+        now = time.monotonic()
+        self.liveness.set_groups(plan.groups, now)
+        cannot = frozenset(
+            g.key for g in plan.groups if self._interface(g) is None and self.me in g.ranking
+        )
+        self.liveness.set_cannot_carry(cannot, now)
+        self._apply()
+
+    def _set_fresh(self, fresh: bool) -> None:
+        self.fresh = fresh
+
+    def _interface(self, group: Group) -> str | None:
+        allowed = tuple(self.plan.interfaces.get(group.key, ()))
+        return self.announcer.interface_for(group.key, allowed)
+
+    def _apply(self) -> None:
+        """Hand the announcer what this node holds now; tell the control loop of changes."""
+        held: dict[IPAddress, Held] = {}
+        for key, group in self.liveness.holding().items():
+            iface = self._interface(group)
+            if iface is not None:
+                verdict = self.liveness.verdicts.get(key, Verdict.OWNER)
+                held[key] = Held(key, group.ips, iface, verdict)
+        if held.keys() != self._held.keys():
+            self.ownership_changes += len(held.keys() ^ self._held.keys())
+        changed = held != self._held
+        self._held = held
+        self.announcer.sync({ip: h.interface for h in held.values() for ip in h.ips})
+        if changed:
+            self.on_change(dict(held))
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % (1 << 31)
+        return self._seq
+
+    def _send(self, kind: Kind, node: NodeName, **extra: object) -> int | None:
+        addr = self.plan.addresses.get(node)
+        if addr is None or self.endpoint is None:
+            return None
+        seq = self._next_seq()
+        report = self.liveness.report(self.fresh, self.announcer.macs())
+        msg = Message(kind, seq, report, **extra)  # type: ignore[arg-type]
+        self.endpoint.send(msg, (str(addr), self.bind[1]))
+        return seq
+
+    def _act(self, actions: object) -> None:
+        from lbctl.core.liveness import Actions
+
+        assert isinstance(actions, Actions)
+        for node in actions.probes:
+            self._send(Kind.PROBE, node)
+        for helper, target in actions.indirect:
+            self._send(Kind.INDIRECT, helper, target=target, addr=self.plan.addresses.get(target))
+        for ip in actions.arp_probes:
+            asyncio.get_running_loop().create_task(self._arp_check(ip))
+        for node, keys in actions.handbacks:
+            self._send(Kind.HANDBACK, node, keys=keys)
+
+    async def _arp_check(self, ip: IPAddress) -> None:
+        """ARP-probe (or NS-probe) a VIP whose owner looks dead: any answer cancels the
+        takeover."""
+        owner = next((g.ranking[0] for g in self.plan.groups if ip in g.ips and g.ranking), None)
+        if owner is None:
+            return
+        try:
+            result = await self.announcer.probe(ip)
+        except AnnounceError as err:
+            log.debug("arp_probe_failed ip=%s error=%s", ip, err)
+            return
+        if result.answered:
+            self.liveness.on_check(owner, time.monotonic())
+            self._apply()
+
+    def _on_message(self, msg: Message, src: tuple[str, int]) -> None:
+        now = time.monotonic()
+        sender = msg.report.node
+        for mac in msg.report.macs:
+            self.speaker_macs[mac.lower()] = sender
+        self.peer_fresh[sender] = msg.report.fresh
+        if self.liveness.leaving:
+            self._taken_from_me.update(msg.report.holding)
+        if msg.kind is Kind.PROBE:
+            self.liveness.on_report(msg.report, now, ack=False)
+            if self.endpoint is not None:
+                report = self.liveness.report(self.fresh, self.announcer.macs())
+                self.endpoint.send(Message(Kind.ACK, msg.seq, report), src)
+        elif msg.kind is Kind.ACK:
+            self.liveness.on_report(msg.report, now, ack=True)
+            relay = self._relays.pop(msg.seq, None)
+            if relay is not None and self.endpoint is not None:
+                report = self.liveness.report(self.fresh, self.announcer.macs())
+                answer = Message(Kind.INDIRECT_RESULT, msg.seq, report, target=relay[1], ok=True)
+                self.endpoint.send(answer, relay[0])
+        elif msg.kind is Kind.INDIRECT and msg.target is not None:
+            self._relay(msg, src)
+        elif msg.kind is Kind.INDIRECT_RESULT and msg.ok and msg.target is not None:
+            self.liveness.on_check(msg.target, now)
+        elif msg.kind is Kind.HANDBACK:
+            self.liveness.on_handback(msg.keys, now)
+        self._apply()
+
+    def _relay(self, msg: Message, src: tuple[str, int]) -> None:
+        """Probe `msg.target` for another monitor; its ack is forwarded as the result."""
+        if msg.addr is None or self.endpoint is None or msg.target is None:
+            return
+        seq = self._next_seq()
+        if len(self._relays) > 1024:  # answers that never came
+            self._relays.clear()
+        self._relays[seq] = (src, msg.target)
+        report = self.liveness.report(self.fresh, self.announcer.macs())
+        self.endpoint.send(Message(Kind.PROBE, seq, report), (str(msg.addr), self.bind[1]))
+
+    def conflict(self, ip: IPAddress, mac: str, iface: str) -> None:
+        """The announcer saw `mac` answer for `ip`, which this node holds (data-plane loop)."""
+        group = next((g for g in self.plan.groups if ip in g.ips), None)
+        peer = self._speaker_of(mac)
+        if group is None:
+            return
+        if peer is None:
+            self.on_foreign(ip, mac, iface)
+            return
+        fresh = self.peer_fresh.get(peer, False)
+        if self.liveness.on_conflict(group.key, peer, fresh, self.fresh):
+            log.info("yield_vip ip=%s to=%s", ip, peer)
+            self._apply()
+
+    def _speaker_of(self, mac: str) -> NodeName | None:
+        return self.speaker_macs.get(mac.lower())
+
+    async def _shutdown(self, graceful: bool) -> None:
+        assert self._stop is not None
+        if graceful:
+            held = set(self.liveness.held)
+            for node in self.liveness.leave():
+                self._send(Kind.PROBE, node)
+            deadline = time.monotonic() + LEAVE_WAIT
+            while time.monotonic() < deadline and not held <= self._taken_from_me:
+                await asyncio.sleep(0.01)
+        self.liveness.release_all()
+        self._apply()
+        self._stop.set()

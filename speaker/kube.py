@@ -1,0 +1,91 @@
+"""The only module of the speaker that talks to the Kubernetes API outside kopf's watches: the
+`lbctl.io/AnnouncedL2` condition on a Service's status (a strategic-merge patch keyed on the
+condition type, never `status.loadBalancer`), Events, and the freshness probe (`GET /version`).
+Called by speaker.agent from worker threads; one `kubernetes` ApiClient.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+from kubernetes import client
+
+from lbctl.core.timefmt import micro_time, rfc3339
+
+log = logging.getLogger("lbctl.speaker.kube")
+STRATEGIC = "application/strategic-merge-patch+json"
+TIMEOUT = (2.0, 5.0)  # connect, read for writes
+VERSION_TIMEOUT = 1.0  # the freshness probe (issue 9: a 1 s timeout every 2 s)
+COMPONENT = "lbctl-speaker"
+Body = dict[str, Any]
+_FAILURES = (client.exceptions.ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class KubeError(Exception):
+    """A request that failed, with what was being done and the HTTP status (0: no answer)."""
+
+    def __init__(self, doing: str, status: int, detail: str = "") -> None:
+        super().__init__(f"{doing}: HTTP {status} {detail}".rstrip())
+        self.status = status
+
+
+def _wrap(doing: str, err: Exception) -> KubeError:
+    if isinstance(err, client.exceptions.ApiException):
+        return KubeError(doing, int(err.status or 0), str(err.reason or ""))
+    return KubeError(doing, 0, f"{type(err).__name__}: {err}")
+
+
+class Kube:
+    """Writes of one speaker (its ServiceAccount), through one ApiClient."""
+
+    def __init__(self, api_client: client.ApiClient, node: str) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.version_api = client.VersionApi(api_client)
+        self.node = node
+        self.host = socket.gethostname()
+
+    def api_reachable(self) -> bool:
+        """One cheap GET /version; True when it answered in time."""
+        try:
+            self.version_api.get_code(_request_timeout=VERSION_TIMEOUT)
+        except _FAILURES:
+            return False
+        return True
+
+    def patch_condition(self, namespace: str, name: str, condition: Body) -> None:
+        """Merge `condition` into the Service's status.conditions by its type."""
+        doing = f"patching condition {condition['type']} of service {namespace}/{name}"
+        patch = {"status": {"conditions": [condition]}}
+        try:
+            self.core.patch_namespaced_service_status(
+                name, namespace, patch, _content_type=STRATEGIC, _request_timeout=TIMEOUT,
+                _preload_content=False,
+            )  # fmt: skip
+        except _FAILURES as err:
+            raise _wrap(doing, err) from err
+
+    def post_event(
+        self, namespace: str, name: str, *, uid: str, type_: str, reason: str, message: str
+    ) -> None:
+        doing = f"posting event {reason} on service {namespace}/{name}"
+        now = datetime.now(UTC)
+        body: Body = {
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {"kind": "Service", "apiVersion": "v1", "namespace": namespace,
+                               "name": name, "uid": uid},
+            "type": type_, "reason": reason, "message": message,
+            "source": {"component": COMPONENT, "host": self.node},
+            "reportingComponent": COMPONENT, "reportingInstance": self.node,
+            "action": reason, "eventTime": micro_time(now), "firstTimestamp": rfc3339(now),
+            "lastTimestamp": rfc3339(now), "count": 1,
+        }  # fmt: skip
+        try:
+            create: Any = self.core.create_namespaced_event  # the client's stubs want a model
+            create(namespace, body, _request_timeout=TIMEOUT, _preload_content=False)
+        except _FAILURES as err:
+            raise _wrap(doing, err) from err

@@ -1,0 +1,90 @@
+"""`lbctl-speaker`: parse flags, set up logging, build the L2 announcer and run one speaker
+(speaker.runner) until SIGTERM or SIGINT, which hands this node's IPs over first."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from speaker.runner import DEFAULT_PROBE_PORT, Options, Speaker
+
+
+def _ref(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAMESPACE/NAME")
+    return namespace, name
+
+
+def _bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lbctl-speaker",
+        description="Announce this node's share of the LoadBalancer IPs (ARP/NDP on layer 2).",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's name (default: $NODE_NAME)",
+    )
+    p.add_argument(
+        "--config-map", type=_ref, default=("lbctl-system", "lbctl-config"), metavar="NS/NAME",
+        help="the pool ConfigMap (default: lbctl-system/lbctl-config)",
+    )  # fmt: skip
+    p.add_argument("--lb-class", default=None, help="announce only Services of this class")
+    p.add_argument(
+        "--probe-bind-address", type=_bind, default=("0.0.0.0", DEFAULT_PROBE_PORT),
+        metavar="HOST:PORT",
+        help="UDP address for liveness probes between speakers (default: 0.0.0.0:%(default)s); "
+        "every speaker must use the same port",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-bind-address", type=_bind, default=("0.0.0.0", 7472), metavar="HOST:PORT",
+        help="serve /metrics, /livez and /readyz here (default: 0.0.0.0:7472)",
+    )  # fmt: skip
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.node_name:
+        print("lbctl-speaker: --node-name or $NODE_NAME is required", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    options = Options(
+        node=args.node_name,
+        kubeconfig=args.kubeconfig,
+        config_map=args.config_map,
+        lb_class=args.lb_class,
+        probe_host=args.probe_bind_address[0],
+        probe_port=args.probe_bind_address[1],
+        metrics_host=args.metrics_bind_address[0],
+        metrics_port=args.metrics_bind_address[1],
+    )
+    speaker = Speaker(options)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    speaker.start()
+    speaker.wait(stop)
+    logging.getLogger("lbctl.speaker").info("speaker_stopping graceful=%s", stop.is_set())
+    speaker.stop(graceful=stop.is_set())
+    return 0 if speaker.error is None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Builds one speaker (client, data plane, agent, metrics, kopf registry) and runs it: kopf and
+the agent on a control thread, the data plane on its own thread, signals on the main thread, so
+a SIGTERM first hands the node's IPs to its monitors and only then stops the watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import kopf
+
+from lbctl.core.model import IPAddress, NodeName
+from lbctl.health import HealthServer
+from lbctl.kubeclient import api_client_for, connection_info, kopf_settings
+from speaker import handlers
+from speaker.agent import Agent
+from speaker.announcers.layer2 import Layer2Announcer, Layer2Hooks
+from speaker.dataplane import Announcer, DataPlane
+from speaker.kube import Kube
+from speaker.metrics import Metrics
+
+log = logging.getLogger("lbctl.speaker")
+DEFAULT_PROBE_PORT = 7946  # MetalLB's memberlist port: firewalls open for MetalLB fit us too
+STOP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    node: str
+    kubeconfig: str | None = None
+    config_map: tuple[str, str] = ("lbctl-system", "lbctl-config")
+    lb_class: str | None = None
+    probe_host: str = "0.0.0.0"
+    probe_port: int = DEFAULT_PROBE_PORT
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 7472
+
+
+class Speaker:
+    """One node's speaker. `announcer` is built by the caller (speaker.main builds the L2
+    announcer; tests may pass another)."""
+
+    def __init__(self, options: Options, announcer: Announcer | None = None) -> None:
+        self.options = options
+        self.api_client = api_client_for(options.kubeconfig)
+        self.metrics = Metrics()
+        node = NodeName(options.node)
+        self.kube = Kube(self.api_client, node)
+        if announcer is None:
+            announcer = Layer2Announcer(self._hooks())
+        self.dataplane = DataPlane(
+            node,
+            announcer,
+            bind=(options.probe_host, options.probe_port),
+            on_foreign=self._foreign,
+        )
+        self.agent = Agent(
+            node, self.kube, self.dataplane, self.metrics,
+            config_ref=options.config_map, lb_class=options.lb_class,
+        )  # fmt: skip
+        self.dataplane.on_change = self.agent.on_held
+        self.registry = kopf.OperatorRegistry()
+        handlers.register(self.registry, self.agent, lambda: connection_info(self.api_client))
+        self.health = HealthServer(
+            self.metrics,
+            alive=lambda: self._thread is not None and self._thread.is_alive(),
+            ready=lambda: self.agent.config is not None,
+            host=options.metrics_host,
+            port=options.metrics_port,
+        )
+        self._stop_flag = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+
+    def _hooks(self) -> Layer2Hooks:
+        """The announcer's hooks, called on the data-plane loop: metrics, and claims of our VIPs
+        by other MACs (a peer speaker, or a DuplicateResponder)."""
+        m = self.metrics
+
+        def family(ip: IPAddress) -> str:
+            return f"ipv{ip.version}"
+
+        return Layer2Hooks(
+            on_announce=lambda ip, _: m.frames_sent.labels(family=family(ip)).inc(),
+            on_request=lambda ip, _: m.requests.labels(family=family(ip)).inc(),
+            on_answer=lambda ip, _: m.answers.labels(family=family(ip)).inc(),
+            on_foreign_claim=lambda ip, mac, iface: self.dataplane.conflict(ip, str(mac), iface),
+        )
+
+    def _foreign(self, ip: IPAddress, mac: str, iface: str) -> None:
+        """A MAC that is no speaker's answers for an IP this node announces (data-plane thread)."""
+        self.metrics.duplicates.inc()
+        log.warning("duplicate_responder ip=%s mac=%s interface=%s", ip, mac, iface)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            message = f"{mac} also answers for {ip} on {self.options.node}'s {iface}"
+            coro = self.agent.post_event(ip, "Warning", "DuplicateResponder", message)
+            asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def start(self) -> None:
+        """Start the data plane, the health endpoint and the control thread."""
+        self.dataplane.start()
+        self.health.start()
+        self._thread = threading.Thread(target=self._control, name="control", daemon=True)
+        self._thread.start()
+        log.info(
+            "speaker_started node=%s probe_port=%d metrics_port=%d",
+            self.options.node, self.options.probe_port, self.health.port,
+        )  # fmt: skip
+
+    def _control(self) -> None:
+        try:
+            asyncio.run(self._run_control())
+        except BaseException as err:
+            self.error = err
+            log.exception("control_loop_crashed")
+
+    async def _run_control(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        agent = asyncio.create_task(self.agent.run(), name="lbctl-agent")
+        try:
+            await kopf.operator(
+                registry=self.registry,
+                settings=kopf_settings(),
+                standalone=True,
+                clusterwide=True,
+                stop_flag=self._stop_flag,
+            )
+        finally:
+            agent.cancel()
+            await asyncio.gather(agent, return_exceptions=True)
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Hand over (graceful) and stop answering, then stop the watches and the endpoint."""
+        self.dataplane.stop(graceful=graceful)
+        self._stop_flag.set()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT)
+        self.health.stop()
+        with contextlib.suppress(Exception):
+            cast(Callable[[], None], self.api_client.close)()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until `stop` is set or the control thread ends."""
+        while not stop.wait(0.5):
+            if self._thread is None or not self._thread.is_alive():
+                return
