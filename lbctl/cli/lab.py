@@ -271,6 +271,8 @@ def print_usage(info: dict[str, Any], run_dir: Path, *, current: bool) -> None:
         print(f"  {name}: {version}")
     if controller["running"]:
         print(f"controller: lbctl-controller running (pid {controller['pid']})")
+        speakers = info.get("speakers", {})
+        print(f"speakers: lbctl-speaker on {', '.join(sorted(speakers)) or 'no node'}")
     else:
         print(f"controller: not running: {controller['note']}")
         print("  (nothing assigns addresses: Services stay <pending>)")

@@ -156,6 +156,7 @@ class Lab:
         self.files = LabFiles(self.topology.run_dir)
         self.want_controller = controller
         self.controller: subprocess.Popen[bytes] | None = None
+        self.speakers: dict[str, subprocess.Popen[bytes]] = {}
         self.controller_note = "disabled (--no-controller)"
         self.metrics: str | None = None
         self.started = time.time()
@@ -187,6 +188,15 @@ class Lab:
             self.controller, self.metrics = agent.proc, agent.metrics
             self.controller_note = "running"
             log.info("lab_controller_ready pid=%d", agent.proc.pid)
+            for node in self.topology.nodes:
+                try:
+                    speaker = agents.start_speaker(
+                        self.topology, control, node, self.bed.node_api_url
+                    )
+                except agents.AgentError as err:
+                    raise LabError(str(err)) from err
+                self.speakers[node.name] = speaker.proc
+            log.info("lab_speakers_ready nodes=%d", len(self.speakers))
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
@@ -213,10 +223,21 @@ class Lab:
                 "note": self.controller_note,
                 "metrics": f"http://{self.metrics}/metrics" if self.metrics else None,
             },
+            "speakers": {
+                name: {"pid": proc.pid, "running": proc.poll() is None}
+                for name, proc in self.speakers.items()
+            },
         }
 
     def check(self) -> None:
-        """Log once if the controller died (the lab keeps running: `status` shows it)."""
+        """Log once if the controller or a speaker died (the lab keeps running: `status` shows
+        it)."""
+        for name, proc in list(self.speakers.items()):
+            if proc.poll() is not None:
+                log.error("lab_speaker_exited node=%s code=%s", name, proc.returncode)
+                self.topology.forget_pid(proc.pid)
+                del self.speakers[name]
+                write_ready(self.files.ready, self.describe())
         if self.controller is not None and self.controller.poll() is not None:
             log.error("lab_controller_exited code=%s", self.controller.returncode)
             self.topology.forget_pid(self.controller.pid)

@@ -30,7 +30,6 @@ COMMAND_TIMEOUT = 40.0  # above WAIT, so kubectl reports its own timeout first
 REQUESTS = 6  # kube-proxy picks a backend at random for each connection
 FIRST_ANSWER_TIMEOUT = 10.0  # kube-proxy programs a new ingress IP on its next sync
 CONDITION = "lbctl.io/IPAllocated"
-ANNOUNCING_NODE = "node-1"
 
 
 class DemoError(RuntimeError):
@@ -180,14 +179,6 @@ def allocate(sh: Shell, info: dict[str, Any]) -> list[str]:
     )
 
 
-def point_at_node(sh: Shell, info: dict[str, Any], vip: str) -> None:
-    """What the L2 speaker's ARP/NDP reply would make the client learn, set by hand."""
-    client = info["client"]["netns"]
-    mac = info["nodes"][ANNOUNCING_NODE]["mac"]
-    sh.run(["ip", "-n", client, "neigh", "replace", vip, "lladdr", mac, "dev", "eth0",
-            "nud", "permanent"])  # fmt: skip
-
-
 def ask(sh: Shell, netns: str, vip: str, *, show: bool) -> dict[str, Any] | None:
     """One HTTP request from the client namespace; the backend's JSON answer, or None."""
     host = f"[{vip}]" if ":" in vip else vip
@@ -225,21 +216,23 @@ def first_answer(sh: Shell, netns: str, vip: str) -> None:
 
 def traffic(sh: Shell, info: dict[str, Any], ips: list[str]) -> Counter[str]:
     step("Traffic from the client namespace to the Service's address")
-    node = info["nodes"][ANNOUNCING_NODE]
-    note(f"nothing announces {', '.join(ips)} on the LAN yet: the L2 speaker is not in the lab.")
-    note("standing in for its ARP/NDP reply: the client's neighbour entry points the address")
-    note(f"at {ANNOUNCING_NODE}'s MAC {node['mac']}; kube-proxy there sends it to a backend")
+    note("the client's kernel resolves the address by ARP; the speaker that owns it answers,")
+    note("and kube-proxy on that node sends each connection to a ready backend")
     netns = info["client"]["netns"]
-    for vip in ips:
-        point_at_node(sh, info, vip)
     seen: Counter[str] = Counter()
     for vip in ips:
         first_answer(sh, netns, vip)
+        sh.run(["ip", "-n", netns, "neigh", "show", vip])
         for _ in range(REQUESTS if vip == ips[0] else 2):
             answer = ask(sh, netns, vip, show=True)
             if answer is None:
                 raise DemoError(f"a request to {vip} got no answer")
             seen[f"{answer['node']}/{answer['pod']}"] += 1
+    sh.k(
+        "get", "service", DEPLOYMENT, "-o",
+        'jsonpath={range .status.conditions[?(@.type=="lbctl.io/AnnouncedL2")]}{.type}{"  "}'
+        '{.status}{"  "}{.message}{"\\n"}{end}',
+    )  # fmt: skip
     return seen
 
 

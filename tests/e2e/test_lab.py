@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from lbctl.cli.main import main
+from lbctl.core import election
+from lbctl.core.model import NodeName
 from lbctl.lab import nsutil, plan
 from lbctl.lab.runstate import ProcRecord, RunState, cleanup_run, proc_start_time, still_ours
 
@@ -97,7 +99,7 @@ def wait_gone(records: list[ProcRecord], timeout: float = 5.0) -> list[ProcRecor
 
 
 def ask_from_client(run: Run, vip: str) -> dict[str, str]:
-    """One HTTP GET from the client namespace through the neighbour entry the demo set."""
+    """One HTTP GET from the client namespace (its kernel resolves the VIP by ARP)."""
     netns = f"lbctl-{run.runid}-client"
     with nsutil.connect_tcp_in_netns(netns, vip, 80) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
@@ -151,6 +153,14 @@ def assert_demo_served(run: Run, demo: subprocess.CompletedProcess[str]) -> None
     pods = set(kubectl(run, "get", "pods", "-l", "app=web", "-o", "name").split())
     assert {f"pod/{ask_from_client(run, vip)['pod']}" for _ in range(3)} <= pods
     assert "reached: node-" in demo.stdout
+    # Resolved by ARP from the owning speaker, not set by hand: a learned (not PERMANENT) entry
+    # with the MAC of the node that ranks first for the IP.
+    owner = election.rank([NodeName(f"node-{i}") for i in (1, 2, 3)], ipaddress.ip_address(vip))[0]
+    neigh = nsutil.ip("neigh", "show", vip, netns=f"lbctl-{run.runid}-client").split()
+    nodes = run.ready()["nodes"]
+    assert isinstance(nodes, dict)
+    assert neigh[neigh.index("lladdr") + 1] == nodes[owner]["mac"] and "PERMANENT" not in neigh
+    assert f"lbctl.io/AnnouncedL2  True  announced by {owner} on eth0" in demo.stdout
 
 
 def assert_nothing_left(run: Run, procs: list[ProcRecord]) -> None:
@@ -174,7 +184,9 @@ def test_up_demo_down_serves_a_load_balancer_and_leaves_nothing(run: Run) -> Non
     assert f"lab {run.runid} (current): running" in lab(run.root, "status").stdout
 
     procs = run.state().procs
-    assert "lab-daemon" in {p.role for p in procs}
+    assert {"lab-daemon", "speaker-node-1", "speaker-node-2", "speaker-node-3"} <= {
+        p.role for p in procs
+    }
     assert sum(p.role.startswith("pod:default/web-") for p in procs) == 3
     down = lab(run.root, "down")
     assert down.returncode == 0, down.stdout + down.stderr
