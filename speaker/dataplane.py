@@ -15,7 +15,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from lbctl.core.liveness import PROBE_INTERVAL, Group, Liveness, Verdict
+from lbctl.core.liveness import (
+    CHECK_TRIES,
+    CHECK_WAIT,
+    PROBE_INTERVAL,
+    Group,
+    Liveness,
+    Verdict,
+)
 from lbctl.core.model import IPAddress, NodeName
 from speaker.announcers.layer2.errors import AnnounceError
 from speaker.probes import Endpoint, Kind, Message
@@ -43,7 +50,9 @@ class Announcer(Protocol):
 
     def macs(self) -> tuple[str, ...]: ...
 
-    async def probe(self, vip: IPAddress, interface: str | None = None) -> Answered: ...
+    async def probe(
+        self, vip: IPAddress, interface: str | None = None, *, window: float = ...
+    ) -> Answered: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,12 +240,26 @@ class DataPlane:
         assert isinstance(actions, Actions)
         for node in actions.probes:
             self._send(Kind.PROBE, node)
-        for helper, target in actions.indirect:
-            self._send(Kind.INDIRECT, helper, target=target, addr=self.plan.addresses.get(target))
+        if actions.indirect:
+            asyncio.get_running_loop().create_task(self._indirect(actions.indirect))
         for ip in actions.arp_probes:
             asyncio.get_running_loop().create_task(self._arp_check(ip))
         for node, keys in actions.handbacks:
             self._send(Kind.HANDBACK, node, keys=keys)
+
+    async def _indirect(self, asks: tuple[tuple[NodeName, NodeName], ...]) -> None:
+        """Ask the other monitors to probe a suspect, CHECK_TRIES times over the check window,
+        until one answer clears it."""
+        for attempt in range(CHECK_TRIES):
+            if attempt:
+                await asyncio.sleep(CHECK_WAIT / CHECK_TRIES)
+            for helper, target in asks:
+                peer = self.liveness.peers.get(target)
+                if peer is None or peer.suspect_since is None:
+                    continue
+                self._send(
+                    Kind.INDIRECT, helper, target=target, addr=self.plan.addresses.get(target)
+                )
 
     async def _arp_check(self, ip: IPAddress) -> None:
         """ARP-probe (or NS-probe) a VIP whose owner looks dead: any answer cancels the
@@ -245,7 +268,7 @@ class DataPlane:
         if owner is None:
             return
         try:
-            result = await self.announcer.probe(ip)
+            result = await self.announcer.probe(ip, window=CHECK_WAIT * 0.75)
         except AnnounceError as err:
             log.debug("arp_probe_failed ip=%s error=%s", ip, err)
             return
