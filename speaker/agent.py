@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from lbctl.configmap import load_configmap
-from lbctl.core import election
+from lbctl.core import election, l2condition
 from lbctl.core.adapt import (
     EndpointSliceInfo,
     HeldService,
@@ -29,8 +30,6 @@ from lbctl.core.adapt import (
 from lbctl.core.l2plan import AnnouncementGroup, plan_l2
 from lbctl.core.liveness import Group
 from lbctl.core.model import Config, ConfigError, IPAddress, NodeName, ServiceKey
-from lbctl.core.reasons import L2Failure
-from speaker.conditions import CONDITION_TYPE, Condition, announced, not_announced
 from speaker.dataplane import DataPlane, Held, Plan
 from speaker.kube import Kube, KubeError
 from speaker.metrics import Metrics
@@ -41,13 +40,22 @@ FRESH_FOR = 30.0  # s the API view stays fresh after a probe answered (an idle w
 SETTLE = 0.005  # s to gather a burst of watch events into one plan
 
 
+@dataclass(frozen=True, slots=True)
+class Announcing:
+    """Who announces a group as its condition tells (None: nobody) and on which interfaces."""
+
+    node: NodeName | None
+    interfaces: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class Observed:
     """What the speaker keeps of a Service: parsed fields and its current AnnouncedL2."""
 
     held: HeldService
     uid: str
-    condition: Condition | None
+    generation: int
+    condition: Mapping[str, object] | None
 
 
 class Agent:
@@ -88,7 +96,10 @@ class Agent:
         else:
             meta = body.get("metadata") or {}
             self.services[key] = Observed(
-                adapt_held_service(body), str(meta.get("uid", "")), _condition_of(body)
+                adapt_held_service(body),
+                str(meta.get("uid", "")),
+                int(meta.get("generation") or 0),
+                l2condition.find(body.get("status")),
             )
         self._dirty.set()
 
@@ -188,41 +199,45 @@ class Agent:
 
     # -- the condition ---------------------------------------------------------------------------
 
-    def _desired(self, group: AnnouncementGroup) -> Condition | None:
-        """The condition this node must write for `group`, or None when another node writes it:
+    def _writes(self, group: AnnouncementGroup) -> Announcing | None:
+        """What this node says of `group` if it is the one to write its condition, else None:
         the holder writes "announced"; when nobody may announce, the first node in rank order
-        among all nodes writes why."""
+        among all nodes writes why; rank 1 without an interface for the IPs writes
+        NoInterfaceForIP while nobody else holds them."""
         held = self.held.get(group.key_ip)
         if held is not None:
-            return announced(self.node, held.interface)
+            return Announcing(self.node, (held.interface,))
         if group.failure is not None:
-            everyone = election.rank(self.nodes, group.key_ip)
-            if everyone[:1] == (self.node,):
-                return not_announced(group.failure, group)
-            return None
+            first = election.rank(self.nodes, group.key_ip)[:1] == (self.node,)
+            return Announcing(None) if first else None
         if (
             group.ranking[:1] == (self.node,)
             and group.key_ip in self.dataplane.cannot_carry()
             and not self.dataplane.someone_else_holds(group.key_ip)
         ):
-            return not_announced(L2Failure.NO_INTERFACE_FOR_IP, group)
+            return Announcing(None)
         return None
 
     async def _write_conditions(self) -> None:
         for group in self.groups:
-            desired = self._desired(group)
-            if desired is None:
+            writes = self._writes(group)
+            if writes is None:
                 continue
             for key in group.services:
                 observed = self.services.get(key)
-                if observed is None or observed.condition == desired:
+                if observed is None:
                     continue
+                said = l2condition.verdict(group, key, writes.node, writes.interfaces)
+                if l2condition.up_to_date(observed.condition, said, observed.generation):
+                    continue
+                body = l2condition.condition(
+                    said, generation=observed.generation, now=datetime.now(UTC),
+                    previous=observed.condition,
+                )  # fmt: skip
                 namespace, _, name = key.partition("/")
                 try:
-                    await asyncio.to_thread(
-                        self.kube.patch_condition, namespace, name, desired.body()
-                    )
-                    observed.condition = desired
+                    await asyncio.to_thread(self.kube.patch_condition, namespace, name, body)
+                    observed.condition = body
                     self.metrics.condition_writes.labels(result="ok").inc()
                 except KubeError as err:
                     self.metrics.condition_writes.labels(result=str(err.status)).inc()
@@ -243,10 +258,3 @@ class Agent:
                 )  # fmt: skip
                 with contextlib.suppress(KubeError):
                     await asyncio.to_thread(post)
-
-
-def _condition_of(body: Mapping[str, Any]) -> Condition | None:
-    for cond in (body.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == CONDITION_TYPE:
-            return Condition.from_body(cond)
-    return None

@@ -29,12 +29,18 @@ from speaker.probes import Endpoint, Kind, Message
 
 log = logging.getLogger("lbctl.speaker")
 LEAVE_WAIT = 0.2  # s a leaving speaker waits for its monitors' GARPs (issue 9: <= 200 ms)
+# s between ARP/NS probes of each VIP this node announces: an answer from a MAC that is no
+# speaker's is a DuplicateResponder (a stray static entry, kube-proxy IPVS without strictARP).
+DUPLICATE_CHECK_EVERY = 5.0
 START_TIMEOUT = 10.0
 
 
 class Answered(Protocol):
     @property
     def answered(self) -> bool: ...
+
+    @property
+    def answered_by(self) -> frozenset[str]: ...
 
 
 class Announcer(Protocol):
@@ -164,9 +170,12 @@ class DataPlane:
         self.endpoint = endpoint
         await self.announcer.start()
         ready.set_result(None)
+        checks = asyncio.create_task(self._duplicate_checks())
         try:
             await self._ticks()
         finally:
+            checks.cancel()
+            await asyncio.gather(checks, return_exceptions=True)
             await self.announcer.stop()
             transport.close()
 
@@ -246,6 +255,19 @@ class DataPlane:
             asyncio.get_running_loop().create_task(self._arp_check(ip))
         for node, keys in actions.handbacks:
             self._send(Kind.HANDBACK, node, keys=keys)
+
+    async def _duplicate_checks(self) -> None:
+        while True:
+            await asyncio.sleep(DUPLICATE_CHECK_EVERY)
+            for held in list(self._held.values()):
+                for ip in held.ips:
+                    try:
+                        result = await self.announcer.probe(ip, held.interface)
+                    except AnnounceError as err:
+                        log.debug("duplicate_check_failed ip=%s error=%s", ip, err)
+                        continue
+                    for mac in sorted(result.answered_by):
+                        self.conflict(ip, str(mac), held.interface)
 
     async def _indirect(self, asks: tuple[tuple[NodeName, NodeName], ...]) -> None:
         """Ask the other monitors to probe a suspect, CHECK_TRIES times over the check window,

@@ -74,6 +74,7 @@ class Speaker:
             host=options.metrics_host,
             port=options.metrics_port,
         )
+        self._reported: set[tuple[IPAddress, str]] = set()
         self._stop_flag = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,7 +96,11 @@ class Speaker:
         )
 
     def _foreign(self, ip: IPAddress, mac: str, iface: str) -> None:
-        """A MAC that is no speaker's answers for an IP this node announces (data-plane thread)."""
+        """A MAC that is no speaker's answers for an IP this node announces (data-plane thread);
+        counted and reported once per IP and MAC."""
+        if (ip, mac) in self._reported:
+            return
+        self._reported.add((ip, mac))
         self.metrics.duplicates.inc()
         log.warning("duplicate_responder ip=%s mac=%s interface=%s", ip, mac, iface)
         loop = self._loop

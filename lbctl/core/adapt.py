@@ -127,6 +127,33 @@ def allocated_pool(body: Mapping[str, object]) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class HeldService:
+    """A Service as the announcers see it: the IPs it holds and what decides who may announce."""
+
+    key: ServiceKey
+    ips: tuple[IPAddress, ...]  # status.loadBalancer.ingress[].ip in order; the first is the key
+    traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER  # spec.externalTrafficPolicy
+    allocated_pool: PoolName | None = None  # the ip-allocated-from-pool annotation
+    load_balancer: bool = True  # spec.type is LoadBalancer
+    lb_class: str | None = None  # spec.loadBalancerClass
+
+
+def adapt_held_service(body: Mapping[str, object]) -> HeldService:
+    """What the announcers need of a Service; never fails (a traffic policy other than Local,
+    which the API server would have rejected, reads as Cluster)."""
+    spec, pool = _map(body, "spec"), allocated_pool(body)
+    local = spec.get("externalTrafficPolicy") == TrafficPolicy.LOCAL.value
+    return HeldService(
+        key=key_of(body),
+        ips=held_ips(body),
+        traffic_policy=TrafficPolicy.LOCAL if local else TrafficPolicy.CLUSTER,
+        allocated_pool=PoolName(pool) if pool else None,
+        load_balancer=is_load_balancer(body),
+        lb_class=_text(spec, "loadBalancerClass"),
+    )
+
+
 def adapt_service(
     body: Mapping[str, object], *, namespace_labels: Mapping[str, str] | None = None
 ) -> ServiceRequest | AdaptFailure:
@@ -306,6 +333,7 @@ class NodeInfo:
     excluded: bool = False  # carries the exclude-from-external-load-balancers label
     out_of_service: bool = False  # tainted node.kubernetes.io/out-of-service (any effect)
     unschedulable: bool = False  # cordoned
+    unreachable: bool = False  # tainted node.kubernetes.io/unreachable (any effect)
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -337,6 +365,7 @@ def adapt_node(body: Mapping[str, object]) -> NodeInfo:
         excluded=any(k == ann.EXCLUDE_FROM_LB_LABEL for k, _ in labels),
         out_of_service=any(_text(t, "key") == ann.OUT_OF_SERVICE_TAINT for t in taints),
         unschedulable=spec.get("unschedulable") is True,
+        unreachable=any(_text(t, "key") == ann.UNREACHABLE_TAINT for t in taints),
     )
 
 

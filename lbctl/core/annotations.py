@@ -25,6 +25,8 @@ ALLOCATED_FROM_POOL = LBCTL_PREFIX + IP_ALLOCATED_FROM_POOL
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # on EndpointSlices
 EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
+# Set by the node lifecycle controller when the Node Ready condition is Unknown (kubelet silent).
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 
 
 def keys_for(name: str) -> tuple[str, ...]:

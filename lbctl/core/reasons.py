@@ -27,3 +27,29 @@ class AllocFailure(enum.StrEnum):
 class AllocSuccess(enum.StrEnum):
     ALLOCATED = "Allocated"
     RESTORED = "Restored"
+
+
+class L2Failure(enum.StrEnum):
+    """Why nobody announces a Service's IPs (the `lbctl.io/AnnouncedL2` condition's reason when
+    False); checked in this order, so the first that holds is the one reported."""
+
+    NO_L2_ADVERTISEMENT = "NoL2Advertisement"  # the IPs' pool has no L2 advertisement
+    NO_READY_ENDPOINTS = "NoReadyEndpoints"  # no ready (or serving) endpoint anywhere
+    NO_ELIGIBLE_NODE = "NoEligibleNode"  # every node is skipped (NodeSkip says why, per node)
+    NO_INTERFACE_FOR_IP = "NoInterfaceForIP"  # the announcing node has no interface for the IPs
+
+
+class L2Success(enum.StrEnum):
+    ANNOUNCED = "Announced"
+
+
+class NodeSkip(enum.StrEnum):
+    """Why one node may not announce a group of IPs; the first that holds, in this order."""
+
+    NODE_NOT_SELECTED = "NodeNotSelected"  # no advertisement of the pool selects it
+    NODE_EXCLUDED = "NodeExcluded"  # labelled exclude-from-external-load-balancers
+    NODE_OUT_OF_SERVICE = "NodeOutOfService"  # tainted node.kubernetes.io/out-of-service
+    NODE_NETWORK_UNAVAILABLE = "NodeNetworkUnavailable"  # condition NetworkUnavailable=True
+    NODE_UNREACHABLE = "NodeUnreachable"  # tainted node.kubernetes.io/unreachable
+    NODE_NOT_READY = "NodeNotReady"  # condition Ready is False, Unknown or missing
+    NO_LOCAL_ENDPOINT = "NoLocalEndpoint"  # externalTrafficPolicy Local, no ready endpoint here

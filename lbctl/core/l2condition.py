@@ -1,0 +1,178 @@
+"""The `lbctl.io/AnnouncedL2` condition: what it says of one Service of a planned group; for the
+speaker's status writer. Pure: the time comes in as an argument.
+
+Shaped like the controller's `lbctl.io/IPAllocated` (controller/conditions.py, which the core may
+not import): a metav1.Condition whose reason is a CamelCase enum value (L2Success, L2Failure) and
+whose message is deterministic, so the same plan and announcer give the same bytes and an
+unchanged condition is never rewritten; lastTransitionTime moves only when the status flips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from lbctl.core.l2plan import AnnouncementGroup
+from lbctl.core.model import IPAddress, NodeName, ServiceKey
+from lbctl.core.reasons import L2Failure, L2Success, NodeSkip
+from lbctl.core.timefmt import rfc3339
+
+CONDITION_TYPE = "lbctl.io/AnnouncedL2"
+# metav1.Condition caps message at 32768 characters; the controller keeps its own under 1024 too.
+MAX_MESSAGE = 1024
+# Nodes named per skip reason in a NoEligibleNode message; the rest are counted, so the message
+# stays short at 1,000 nodes.
+NAMES_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class L2Verdict:
+    """What the condition should say about one Service."""
+
+    announced: bool
+    reason: str  # CamelCase: L2Success / L2Failure values
+    message: str
+
+    @property
+    def status(self) -> str:
+        return "True" if self.announced else "False"
+
+
+def verdict(
+    group: AnnouncementGroup,
+    service: ServiceKey,
+    announcer: NodeName | None,
+    interfaces: Sequence[str] = (),
+) -> L2Verdict:
+    """The condition of `service`, one of `group.services`.
+
+    `announcer` is the node answering for the group's IPs now (the acting owner: rank 1, or the
+    monitor that took over), None when nobody does; `interfaces` those it answers on, empty when
+    it has none for the IPs. Nobody announcing a group that has eligible nodes means none of them
+    has an interface for the IPs (else the owner or a monitor would): NoInterfaceForIP.
+    """
+    ips = _ips(group.ips)
+    if group.failure is not None:
+        return L2Verdict(False, group.failure.value, failure_message(group))
+    if service in group.idle:
+        return _idle(group, service, announcer)
+    no_interface = L2Failure.NO_INTERFACE_FOR_IP.value
+    if announcer is None:
+        ranked = _names(group.ranking)
+        message = f"no eligible node has an interface for {ips} (eligible: {ranked})"
+        return L2Verdict(False, no_interface, message)
+    if not interfaces:
+        wanted = ", ".join(group.interfaces_for(announcer)) or "one whose subnet holds it"
+        message = f"node {announcer} has no interface for {ips} (allowed: {wanted})"
+        return L2Verdict(False, no_interface, message)
+    message = f"announced {ips} by node {announcer} on {', '.join(interfaces)}"
+    return L2Verdict(True, L2Success.ANNOUNCED.value, message + _shared(group, service))
+
+
+def failure_message(group: AnnouncementGroup) -> str:
+    """Why nobody may announce the group (group.failure is set), naming the object or field."""
+    match group.failure:
+        case L2Failure.NO_L2_ADVERTISEMENT if group.pool is None:
+            return f"{group.key_ip} is in no pool of the config"
+        case L2Failure.NO_L2_ADVERTISEMENT:
+            return f"pool {group.pool}: no l2Advertisement announces it"
+        case L2Failure.NO_READY_ENDPOINTS:
+            services = ", ".join(group.services)
+            return f"no ready or serving endpoint in the EndpointSlices of {services}"
+        case _:
+            return f"no eligible node for {_ips(group.ips)}: {_skips(group)}"
+
+
+def _idle(group: AnnouncementGroup, service: ServiceKey, announcer: NodeName | None) -> L2Verdict:
+    """A Service without endpoints whose IPs are announced for the others sharing them."""
+    message = f"no ready or serving endpoint in the EndpointSlices of {service}"
+    others = ", ".join(s for s in group.services if s != service)
+    if announcer is not None:
+        message += f"; {_ips(group.ips)} announced by node {announcer} for {others}"
+    return L2Verdict(False, L2Failure.NO_READY_ENDPOINTS.value, message)
+
+
+def _skips(group: AnnouncementGroup) -> str:
+    """`NodeNotReady: a, b; NoLocalEndpoint (externalTrafficPolicy Local): c`, NodeSkip order."""
+    if not group.skipped:
+        return "no Nodes"
+    parts = []
+    for reason in NodeSkip:
+        nodes = sorted(n for n, r in group.skipped.items() if r is reason)
+        if nodes:
+            parts.append(f"{_label(reason, group)}: {_names(nodes)}")
+    return "; ".join(parts)
+
+
+def _label(reason: NodeSkip, group: AnnouncementGroup) -> str:
+    if reason is NodeSkip.NODE_NOT_SELECTED:
+        return f"{reason} (nodeSelectors of l2Advertisement {', '.join(group.advertisements)})"
+    if reason is NodeSkip.NO_LOCAL_ENDPOINT:
+        return f"{reason} (externalTrafficPolicy Local)"
+    return str(reason)
+
+
+def _names(nodes: Sequence[str]) -> str:
+    shown = ", ".join(nodes[:NAMES_SHOWN])
+    rest = len(nodes) - NAMES_SHOWN
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+def _ips(ips: Sequence[IPAddress]) -> str:
+    return ", ".join(str(ip) for ip in ips)
+
+
+def _shared(group: AnnouncementGroup, service: ServiceKey) -> str:
+    others = [s for s in group.services if s != service]
+    return f" (shared with {', '.join(others)})" if others else ""
+
+
+# --- the condition as written --------------------------------------------------------------------
+
+
+def clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+def find(status: object) -> Mapping[str, object] | None:
+    """Our condition in a Service's status mapping, or None."""
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    if not isinstance(conditions, list):
+        return None
+    return next(
+        (c for c in conditions if isinstance(c, Mapping) and c.get("type") == CONDITION_TYPE),
+        None,
+    )
+
+
+def up_to_date(previous: Mapping[str, object] | None, said: L2Verdict, generation: int) -> bool:
+    """Whether `previous` (find()'s result) already says this: then nothing is written."""
+    return previous is not None and (
+        previous.get("status"),
+        previous.get("reason"),
+        previous.get("message"),
+        previous.get("observedGeneration"),
+    ) == (said.status, said.reason, clip(said.message), generation)
+
+
+def condition(
+    said: L2Verdict, *, generation: int, now: datetime, previous: Mapping[str, object] | None
+) -> dict[str, object]:
+    """The condition to write: lastTransitionTime kept unless the status flips."""
+    since = previous.get("lastTransitionTime") if previous is not None else None
+    if previous is None or previous.get("status") != said.status or not isinstance(since, str):
+        since = rfc3339(now)
+    return {
+        "type": CONDITION_TYPE,
+        "status": said.status,
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+        "reason": said.reason,
+        "message": clip(said.message),
+    }
+
+
+def removal() -> dict[str, object]:
+    """A strategic-merge list entry deleting our condition (and no other)."""
+    return {"type": CONDITION_TYPE, "$patch": "delete"}
