@@ -116,9 +116,9 @@ def ask(bed: Bed, vip: str, port: int = 80, timeout: float = 1.0) -> dict[str, s
     return dict(word.split("=", 1) for word in data.decode().split())
 
 
-def answers_until(bed: Bed, vip: str, want: Callable[[list[dict[str, str]]], bool]) -> list[
-    dict[str, str]
-]:
+def answers_until(
+    bed: Bed, vip: str, want: Callable[[list[dict[str, str]]], bool]
+) -> list[dict[str, str]]:
     """Ask again and again (at most 60 times, 20 s) until the answers so far satisfy `want`."""
     seen: list[dict[str, str]] = []
 
@@ -331,9 +331,11 @@ def test_a_stopped_kubelet_makes_its_node_not_ready_tainted_and_its_endpoints_no
         # The grace period is 5 s; the controller-manager notices within its 1 s period.
         assert took < 5 + 1 + 3, f"NotReady after {took:.1f} s"
         eps = wait_until(
-            lambda: (e := slice_endpoints(api, "spread2"))
-            and dict(e.values()) == {"node-1": True, "node-2": True, "node-3": False}
-            and e,
+            lambda: (
+                (e := slice_endpoints(api, "spread2"))
+                and dict(e.values()) == {"node-1": True, "node-2": True, "node-3": False}
+                and e
+            ),
             10.0,
             "node-3's endpoint not ready",
         )
