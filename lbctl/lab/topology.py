@@ -14,6 +14,7 @@ from types import TracebackType
 from lbctl.lab import bird, nsutil, plan
 from lbctl.lab.l2probe import VipObserver
 from lbctl.lab.plan import Host, RunId
+from lbctl.lab.procs import wait_for
 from lbctl.lab.runstate import StateFile, cleanup_run, stop_pids
 
 BRIDGE = "br0"
@@ -21,6 +22,10 @@ KILL_WAIT = 5.0  # s for a SIGKILLed child to be reaped
 
 # Every namespace: addresses come up at once (no duplicate address detection stalling NDP tests).
 _COMMON_SYSCTLS: dict[str, str | int] = {
+    # Link-down tests set eth0 down and up: keep the IPv6 addresses (the kernel's default
+    # flushes them), as a real host with static addresses does.
+    "net.ipv6.conf.all.keep_addr_on_down": 1,
+    "net.ipv6.conf.default.keep_addr_on_down": 1,
     "net.ipv6.conf.all.accept_dad": 0,
     "net.ipv6.conf.default.accept_dad": 0,
     "net.ipv6.conf.all.accept_ra": 0,
@@ -212,15 +217,40 @@ class Topology:
         nsutil.ip_batch(self.router.netns, _address_commands("eth1", plan.ROUTER_FAR))
         nsutil.ip_batch(self.far.netns, _address_commands("eth0", self.far.host))
 
+    def _lan_routes(self, member: Member) -> list[str]:
+        """Routes of a LAN member: default via the router; a node's and the router's to every
+        other node's pods (a flat pod network, host-gw style)."""
+        routes = []
+        if member is not self.router:
+            routes += [f"route replace default via {plan.GATEWAY4}",
+                       f"route replace ::/0 via {plan.GATEWAY6}"]  # fmt: skip
+        if member in self.nodes or member is self.router:
+            routes += [
+                f"route replace {plan.pod_network(n.index)} via {n.host.addr4}"
+                for n in self.nodes
+                if n.netns != member.netns
+            ]
+        return routes
+
+    def set_link(self, member: Member, up: bool) -> None:
+        """Set a member's LAN link down or up; up restores the routes the kernel dropped with
+        the link (a link-down test must leave a working node behind)."""
+        nsutil.ip("link", "set", "eth0", "up" if up else "down", netns=member.netns)
+        if up:
+            # The LAN's prefix route comes back with the carrier, a moment after the link.
+            def back() -> bool:
+                return all(
+                    nsutil.ip(*family, "route", "show", str(net), netns=member.netns).strip()
+                    for family, net in ((("-4",), plan.LAN4), (("-6",), plan.LAN6))
+                )
+
+            wait_for(back, 5.0, f"the LAN routes back in {member.netns}",
+                     error=nsutil.NetnsError, interval=0.01)  # fmt: skip
+            nsutil.ip_batch(member.netns, self._lan_routes(member))
+
     def _route(self) -> None:
-        for member in [*self.nodes, self.client, self.observer]:
-            nsutil.ip_batch(
-                member.netns,
-                [
-                    f"route add default via {plan.GATEWAY4}",
-                    f"route add ::/0 via {plan.GATEWAY6}",
-                ],
-            )
+        for member in self.lan_members:
+            nsutil.ip_batch(member.netns, self._lan_routes(member))
         nsutil.ip_batch(
             self.far.netns,
             [
@@ -228,16 +258,6 @@ class Topology:
                 f"route add ::/0 via {plan.FAR_GATEWAY6}",
             ],
         )
-        # A flat pod network (host-gw style): each node's pod /28 is routed to its LAN address.
-        for member in [*self.nodes, self.router]:
-            nsutil.ip_batch(
-                member.netns,
-                [
-                    f"route add {plan.pod_network(n.index)} via {n.host.addr4}"
-                    for n in self.nodes
-                    if n.netns != member.netns
-                ],
-            )
 
     def _tune(self) -> None:
         for node in self.nodes:
