@@ -76,7 +76,7 @@ class Shown:
             sys.intern(status) if isinstance(status, str) else status,
             sys.intern(reason) if isinstance(reason, str) else reason,
             cond.get("message"),
-            cond.get("observedGeneration"),
+            cond.get("observedGeneration", 0),  # the API server omits a zero
             cond.get("lastTransitionTime"),
         )
 

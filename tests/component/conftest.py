@@ -1,4 +1,6 @@
-"""Fixtures for component tests: the bed's API server, clients on it, kubectl, raw HTTP."""
+"""Fixtures for component tests: the session's real control plane (deploy/rbac.yaml applied) for
+the controller's tests; the embedded API server, clients on it, kubectl and raw HTTP for that
+server's own tests (test_apiserver_*)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,20 @@ import pytest
 from kubernetes import client, config
 
 from lbctl.lab.apiserver import ApiServer
+from lbctl.lab.controlplane import ControlPlane
 from lbctl.lab.procs import wait_for
 
 KUBECTL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl"
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One control plane for the session (~6 s to start): each bed (controller_bed) keeps to
+    namespaces of its own and removes its Services before the next starts."""
+    with ControlPlane(tmp_path_factory.mktemp("control-plane")) as cp:
+        cp.kubectl("apply", "-f", str(RBAC))
+        yield cp
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""Faults injected on the bed for the controller's identity (500s and 409s on its patches,
-dropped and expired watches, a 30 s outage) while Services come and go: afterwards the controller
-converges and no assignment is lost, duplicated or changed. The controller elects itself on the
-Lease, as `lbctl-controller` does by default."""
+"""Faults injected through the fault proxy for the controller's identity (500s and 409s on its
+patches, dropped and expired watches, a 30 s outage) while Services come and go: afterwards the
+controller converges and no assignment is lost, duplicated or changed. The controller elects
+itself on the Lease, as `lbctl-controller` does by default."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from controller_bed import (
-    CONFIG_NS,
     Bed,
     bed,
     condition,
@@ -26,7 +25,8 @@ from controller_bed import (
 )
 
 from controller.runner import ControllerThread, Options
-from lbctl.lab.api.faults import FaultRule
+from lbctl.lab.controlplane import ControlPlane
+from lbctl.lab.faults import FaultRule
 
 ME = "controller"
 POOL = '- name: public\n  addresses: ["192.0.2.0/29"]\n'  # 8 addresses: a leak shows at once
@@ -51,16 +51,17 @@ class Scene:
 
 
 @contextmanager
-def scene(tmp: Path) -> Iterator[Scene]:
+def scene(cp: ControlPlane, tmp: Path) -> Iterator[Scene]:
     """A bed, the leader-electing controller, and 5 Services already holding addresses."""
-    with bed(tmp) as b:
+    with bed(cp, tmp) as b:
         ns = b.namespace("apps")
         b.set_config(lbctl_config(POOL))
         opts = Options(
             kubeconfig=str(b.kubeconfig(ME)),
             metrics_port=0,
+            config_map=b.config_map,
             leader_elect=True,
-            lease_namespace=CONFIG_NS,
+            lease_namespace=b.config_ns,
             identity=ME,
         )
         with ControllerThread(opts) as ctl:
@@ -107,17 +108,17 @@ def converged(s: Scene) -> bool:
 def assert_nothing_moved(s: Scene) -> None:
     """The old Services kept their addresses, and no Service ever showed a second one."""
     assert {n: s.b.ips(s.ns, n) for n in s.before} == s.before
-    for key, seq in ingress_history(s.b.api).items():
+    for key, seq in ingress_history(s.b).items():
         assert len([ips for ips in seq if ips]) <= 1, f"{key} changed address: {seq}"
 
 
 def cut_watches(s: Scene) -> None:
     """End the controller's open watch streams (new ones meet the rules just added)."""
-    s.b.api.call(lambda store: store.close_watchers(lambda tag: bool(tag) and tag[0] == ME))
+    s.b.proxy.cut_watches(identity=ME)
 
 
 def used_up(s: Scene, rule: FaultRule) -> bool:
-    return all(r.id != rule.id for r in s.b.api.faults.rules())
+    return all(r.id != rule.id for r in s.b.proxy.faults.rules())
 
 
 Inject = Callable[[Scene], FaultRule]
@@ -125,21 +126,21 @@ Inject = Callable[[Scene], FaultRule]
 FAULTS: dict[str, tuple[Inject, int]] = {
     # (rule, hits to wait for before lifting it)
     "500_on_status_patches": (
-        lambda s: s.b.api.faults.error(500, identity=ME, verb="patch", path=STATUS_WRITE),
+        lambda s: s.b.proxy.faults.error(500, identity=ME, verb="patch", path=STATUS_WRITE),
         6,
     ),
     "409_on_patches": (
-        lambda s: s.b.api.faults.error(409, identity=ME, verb="patch", path=SERVICE_WRITE),
+        lambda s: s.b.proxy.faults.error(409, identity=ME, verb="patch", path=SERVICE_WRITE),
         12,
     ),
     "dropped_watches": (
-        lambda s: s.b.api.faults.drop_watch(
+        lambda s: s.b.proxy.faults.drop_watch(
             identity=ME, verb="watch", path=SERVICE_WATCH, after_events=1
         ),
         3,
     ),
     "410_gone_on_watch": (
-        lambda s: s.b.api.faults.watch_gone(identity=ME, verb="watch", path=SERVICE_WATCH),
+        lambda s: s.b.proxy.faults.watch_gone(identity=ME, verb="watch", path=SERVICE_WATCH),
         2,
     ),
 }
@@ -147,25 +148,25 @@ FAULTS: dict[str, tuple[Inject, int]] = {
 
 @pytest.mark.parametrize("fault", list(FAULTS), ids=list(FAULTS))
 def test_controller_converges_after_fault_and_loses_no_assignment(
-    tmp_path: Path, fault: str
+    control_plane: ControlPlane, tmp_path: Path, fault: str
 ) -> None:
     inject, hits = FAULTS[fault]
-    with scene(tmp_path) as s:
+    with scene(control_plane, tmp_path) as s:
         rule = inject(s)
         cut_watches(s)
         churn(s)
-        wait_for(lambda: s.b.api.faults.hits(rule) >= hits, 10, f"{hits} hits of {fault}")
-        s.b.api.faults.remove(rule)
+        wait_for(lambda: s.b.proxy.faults.hits(rule) >= hits, 10, f"{hits} hits of {fault}")
+        s.b.proxy.faults.remove(rule)
         wait_for(lambda: converged(s), CONVERGE, f"convergence after {fault}")
         assert_nothing_moved(s)
 
 
 def test_controller_converges_after_30s_outage_with_services_created_and_deleted(
-    tmp_path: Path,
+    control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    with scene(tmp_path) as s:
+    with scene(control_plane, tmp_path) as s:
         operator = s.ctl.controller.operator
-        rule = s.b.api.faults.outage("reset", identity=ME)
+        rule = s.b.proxy.faults.outage("reset", identity=ME)
         cut_watches(s)
         started = time.monotonic()
         churn(s)
@@ -176,7 +177,7 @@ def test_controller_converges_after_30s_outage_with_services_created_and_deleted
             "the controller to stand down",
         )
         wait_for(lambda: time.monotonic() - started >= OUTAGE, OUTAGE + 1, "the outage to last")
-        s.b.api.faults.remove(rule)
+        s.b.proxy.faults.remove(rule)
         ended = time.monotonic()
         # Its restore writes land before it calls itself active: wait for both.
         wait_for(lambda: operator.active and converged(s), CONVERGE, "leading and converged again")

@@ -1,6 +1,6 @@
 """High availability with `lbctl-controller` as separate processes, electing on the Lease:
 a SIGKILLed controller restarted (0 IP changes), a standby taking over from a SIGKILLed or
-partitioned leader within 5 s, and never two writers (the bed's request log proves it)."""
+partitioned leader within 5 s, and never two writers (the fault proxy's request log proves it)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from controller_bed import (
-    CONFIG_NS,
     Bed,
     bed,
     free_port,
@@ -34,7 +33,8 @@ from kubernetes import client
 
 from lbctl.core.lease import LEASE_NAME
 from lbctl.lab import procs
-from lbctl.lab.apiserver import RequestRecord
+from lbctl.lab.controlplane import ControlPlane
+from lbctl.lab.reqlog import RequestRecord
 
 BIN = Path(sys.executable).parent / "lbctl-controller"
 POOL_A = '- name: a\n  addresses: ["2001:db8:a::/118"]\n'  # 1,024 addresses each
@@ -42,8 +42,11 @@ POOL_B = '- name: b\n  addresses: ["2001:db8:b::/118"]\n'
 POOL_V4 = '- name: v4\n  addresses: ["192.0.2.0/24"]\n'
 TAKEOVER_BUDGET = 5.0  # issue 4: the standby leads within 5 s of the leader dying
 WRITES = frozenset({"PATCH", "PUT", "POST", "DELETE"})
+# Polling a list of up to 1,000 Services: every 20 ms (wait_for's default) the lists alone would
+# keep the API server and this process (the fault proxy's thread included) busy.
+SETTLE_POLL = 0.25
 ALLOCATED_FROM = "lbctl.io/ip-allocated-from-pool"
-# The bed's IPv4 cluster-IP range is a /24: 1,000 Services need IPv6 single-stack ones
+# The control plane's IPv4 cluster-IP range is a /25: 1,000 Services need IPv6 single-stack ones
 # (and no node ports, which would use 1,000 of the 2,768 in the range for nothing).
 V6: dict[str, Any] = {
     "ipFamilies": ["IPv6"],
@@ -55,7 +58,7 @@ V6: dict[str, Any] = {
 @dataclass
 class Replica:
     """One `lbctl-controller` process with leader election on; `identity` is both its
-    kubeconfig token (the request log's identity) and its Lease holderIdentity."""
+    ServiceAccount (the request log's identity) and its Lease holderIdentity."""
 
     identity: str
     proc: subprocess.Popen[bytes]
@@ -82,7 +85,8 @@ def replica(b: Bed, identity: str) -> Iterator[Replica]:
         f"--metrics-bind-address=127.0.0.1:{port}",
         f"--instance={identity}",
         f"--identity={identity}",
-        f"--namespace={CONFIG_NS}",
+        f"--namespace={b.config_ns}",
+        f"--config-map={b.config_ns}/{b.config_name}",
     ]
     env = {**os.environ, "KUBECACHEDIR": str(b.tmp / "kcache")}
     log = b.tmp / f"{identity}.log"
@@ -106,7 +110,7 @@ def _ready(rep: Replica) -> bool:
 
 
 def create_many(b: Bed, ns: str, names: Iterable[str], **spec: Any) -> None:
-    """Create Services from 8 threads (the bed serves them one at a time anyway)."""
+    """Create Services from 8 threads."""
 
     def one(name: str) -> None:
         annotations = {"lbctl.io/address-pool": "b"} if int(name[1:]) % 3 == 0 else {}
@@ -135,7 +139,7 @@ def settled_ips(b: Bed, ns: str, count: int) -> dict[str, list[str]] | None:
 
 def lease_holder(b: Bed) -> str:
     api = client.CoordinationV1Api(b.core.api_client)
-    got: Any = api.read_namespaced_lease(LEASE_NAME, CONFIG_NS, _preload_content=False)
+    got: Any = api.read_namespaced_lease(LEASE_NAME, b.config_ns, _preload_content=False)
     return str(json.loads(got.data)["spec"].get("holderIdentity") or "")
 
 
@@ -143,7 +147,7 @@ def writes(b: Bed, identity: str, *, ok: bool = True) -> list[RequestRecord]:
     """Writes to Services and Events (not the Lease) by `identity`; `ok`: only those that landed."""
     return [
         r
-        for r in b.api.requests(identity=identity)
+        for r in b.proxy.requests(identity=identity)
         if r.method in WRITES
         and ("/services" in r.path or "/events" in r.path)
         and (not ok or r.status < 400)
@@ -173,10 +177,10 @@ def lease_holder_or_none(b: Bed) -> str | None:
 
 
 def test_sigkilled_controller_restarted_with_reordered_pools_changes_none_of_1000_ips(
-    tmp_path: Path,
+    control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     count = 1000
-    with bed(tmp_path) as b:
+    with bed(control_plane, tmp_path) as b:
         ns = b.namespace("fleet")
         b.set_config(lbctl_config(POOL_A + POOL_B))
         names = [f"s{i:04}" for i in range(count)]
@@ -184,7 +188,12 @@ def test_sigkilled_controller_restarted_with_reordered_pools_changes_none_of_100
             wait_for(first.leads, 10, "controller-1 to lead")
             started = time.monotonic()
             create_many(b, ns, names, **V6)
-            before = wait_for(lambda: settled_ips(b, ns, count), 90, f"{count} settled Services")
+            before = wait_for(
+                lambda: settled_ips(b, ns, count),
+                90,
+                f"{count} settled Services",
+                interval=SETTLE_POLL,
+            )
             print(f"\nrestart_test assigned={count} seconds={time.monotonic() - started:.1f}")
             first.kill()
         assert all_unique(before)
@@ -199,22 +208,24 @@ def test_sigkilled_controller_restarted_with_reordered_pools_changes_none_of_100
         print(f"restart_test ip_changes={len(changed)}")
         assert changed == []
         assert new[0] not in {ip for ips in before.values() for ip in ips}
-        history = ingress_history(b.api)
+        history = ingress_history(b)
         assert all(history[f"{ns}/{n}"] == [[], ips] for n, ips in before.items())
         rewritten = [r.path for r in writes(b, "controller-2", ok=False) if "/services/s" in r.path]
         assert rewritten == []
 
 
 def test_standby_takes_over_from_sigkilled_leader_within_5s_with_one_writer(
-    tmp_path: Path,
+    control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     count = 200
-    with bed(tmp_path) as b, ExitStack() as stack:
+    with bed(control_plane, tmp_path) as b, ExitStack() as stack:
         ns = b.namespace("apps")
         b.set_config(lbctl_config(POOL_A + POOL_B))
         a, standby = leader_and_standby(b, stack)
         create_many(b, ns, [f"s{i:04}" for i in range(count)], **V6)
-        before = wait_for(lambda: settled_ips(b, ns, count), 30, f"{count} settled Services")
+        before = wait_for(
+            lambda: settled_ips(b, ns, count), 30, f"{count} settled Services", interval=SETTLE_POLL
+        )
         assert not standby.leads()
         assert writes(b, "replica-b", ok=False) == []  # the standby wrote nothing so far
         killed = a.kill()
@@ -232,14 +243,21 @@ def test_standby_takes_over_from_sigkilled_leader_within_5s_with_one_writer(
         assert first_b - killed < TAKEOVER_BUDGET
         assert held < TAKEOVER_BUDGET
         create_many(b, ns, [f"s{i:04}" for i in range(count, count + 20)], **V6)
-        after = wait_for(lambda: settled_ips(b, ns, count + 21), 10, "Services after takeover")
+        after = wait_for(
+            lambda: settled_ips(b, ns, count + 21),
+            10,
+            "Services after takeover",
+            interval=SETTLE_POLL,
+        )
         assert_one_writer(b, "replica-a", "replica-b")
     assert {n: after[n] for n in before} == before
     assert all_unique(after)
 
 
-def test_sigterm_releases_the_lease_so_the_standby_leads_within_2s(tmp_path: Path) -> None:
-    with bed(tmp_path) as b, ExitStack() as stack:
+def test_sigterm_releases_the_lease_so_the_standby_leads_within_2s(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    with bed(control_plane, tmp_path) as b, ExitStack() as stack:
         ns = b.namespace("apps")
         b.set_config(lbctl_config(POOL_V4))
         a, standby = leader_and_standby(b, stack)
@@ -258,28 +276,32 @@ def test_sigterm_releases_the_lease_so_the_standby_leads_within_2s(tmp_path: Pat
         assert_one_writer(b, "replica-a", "replica-b")
 
 
-def test_partitioned_leader_stops_writing_before_the_standby_starts(tmp_path: Path) -> None:
+def test_partitioned_leader_stops_writing_before_the_standby_starts(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
     """The leader loses only the Lease (its Service writes still work): fencing alone keeps it
     from writing once its renew deadline passes, before the standby may take over."""
-    with bed(tmp_path) as b, ExitStack() as stack:
+    with bed(control_plane, tmp_path) as b, ExitStack() as stack:
         ns = b.namespace("apps")
         b.set_config(lbctl_config(POOL_V4))
         a, standby = leader_and_standby(b, stack)
-        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{CONFIG_NS}/leases"
+        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{b.config_ns}/leases"
         with ThreadPoolExecutor(max_workers=1) as pool:
-            cut = b.api.faults.error(503, identity="replica-a", path=lease_path)
+            cut = b.proxy.faults.error(503, identity="replica-a", path=lease_path)
             cut_at = time.time()
             streaming = pool.submit(stream_services, b, ns, 6.0)  # busy across the handover
             wait_for(lambda: lease_holder(b) == "replica-b", TAKEOVER_BUDGET + 2, "b to lead")
             print(f"\ntakeover_after_partition lease_holder={time.time() - cut_at:.2f}s")
             made = streaming.result(timeout=30)
-        b.api.faults.remove(cut)
+        b.proxy.faults.remove(cut)
         wait_for(lambda: not a.leads() and standby.leads(), 5, "a to see it lost")
-        ips = wait_for(lambda: settled_ips(b, ns, made), 10, f"{made} settled Services")
+        ips = wait_for(
+            lambda: settled_ips(b, ns, made), 10, f"{made} settled Services", interval=SETTLE_POLL
+        )
         assert all_unique(ips)
         assert writes(b, "replica-a")  # it did write while it led
         assert_one_writer(b, "replica-a", "replica-b")
-        history = ingress_history(b.api)
+        history = ingress_history(b)
         assert all(history[f"{ns}/{n}"] == [[], got] for n, got in ips.items())
 
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from controller_bed import Bed, bed, controller, kubectl, lbctl_config
 
+from lbctl.lab.controlplane import ControlPlane
+
 POOLS = """\
 - name: public
   addresses: ["192.0.2.8-192.0.2.9"]
@@ -15,8 +17,8 @@ POOLS = """\
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    with bed(tmp_path_factory.mktemp("kubectl")) as b:
+def world(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    with bed(control_plane, tmp_path_factory.mktemp("kubectl")) as b:
         b.set_config(lbctl_config(POOLS))
         with controller(b):
             yield b

@@ -1,7 +1,8 @@
-"""Leader election against the bed's API server: real `kubernetes` client, real Lease objects.
+"""Leader election against the real API server: real `kubernetes` client, real Lease objects.
 
 Each candidate runs `LeaderElector.run()` on its own thread and loop, as a replica would in its
-own process, with its own kubeconfig identity so the request log and faults can tell them apart.
+own process, as its own ServiceAccount so the fault proxy's request log and rules can tell them
+apart.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
+from controller_bed import Bed, bed
 from kubernetes import client
 
 from controller.lease import LeaderElector, LeaseConflict, LeaseError
 from lbctl.core.lease import LEASE_NAME, LeaseTiming, lease_spec
-from lbctl.lab.apiserver import ApiServer, RequestRecord
+from lbctl.lab.controlplane import ControlPlane
+from lbctl.lab.reqlog import RequestRecord
 
-NS = "lbctl-system"
-LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{LEASE_NAME}"
 MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 TIMING = LeaseTiming()  # the defaults are what is measured here
 TAKEOVER_BUDGET = 5.0  # issue 4: the standby leads within 5 s of the leader dying
@@ -34,13 +35,12 @@ TAKEOVER_BUDGET = 5.0  # issue 4: the standby leads within 5 s of the leader dyi
 class Candidate:
     """One replica's elector on its own thread and event loop."""
 
-    def __init__(self, api: ApiServer, tmp_path: Path, identity: str) -> None:
+    def __init__(self, b: Bed, identity: str) -> None:
         self.identity = identity
         self.said: list[tuple[str, float]] = []
-        kubeconfig = api.write_kubeconfig(tmp_path / f"kc-{identity}", identity=identity)
         self.elector = LeaderElector.from_kubeconfig(
-            kubeconfig,
-            NS,
+            b.kubeconfig(identity),
+            b.config_ns,
             identity,
             timing=TIMING,
             on_started_leading=lambda: self.said.append(("started", time.monotonic())),
@@ -70,14 +70,24 @@ class Candidate:
 
 
 @pytest.fixture
-def campaign(
-    api: ApiServer, core: client.CoreV1Api, tmp_path: Path
-) -> Iterator[Callable[[str], Candidate]]:
-    core.create_namespace(cast(Any, {"metadata": {"name": NS}}))
+def lab(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Bed]:
+    """A bed: its own namespace holds the Lease, and its accounts may write it."""
+    with bed(control_plane, tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def api_client(lab: Bed) -> client.ApiClient:
+    """The admin's client."""
+    return lab.core.api_client
+
+
+@pytest.fixture
+def campaign(lab: Bed) -> Iterator[Callable[[str], Candidate]]:
     started: list[Candidate] = []
 
     def start(identity: str) -> Candidate:
-        started.append(Candidate(api, tmp_path, identity))
+        started.append(Candidate(lab, identity))
         return started[-1]
 
     try:
@@ -87,9 +97,13 @@ def campaign(
             cand.stop(release=False)
 
 
-def lease(api_client: client.ApiClient) -> dict[str, Any]:
+def lease_path(b: Bed) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{b.config_ns}/leases/{LEASE_NAME}"
+
+
+def lease(api_client: client.ApiClient, b: Bed) -> dict[str, Any]:
     api = client.CoordinationV1Api(api_client)
-    got: Any = api.read_namespaced_lease(LEASE_NAME, NS, _preload_content=False)
+    got: Any = api.read_namespaced_lease(LEASE_NAME, b.config_ns, _preload_content=False)
     body: dict[str, Any] = json.loads(got.data)
     return body
 
@@ -109,12 +123,13 @@ def watch_leaders(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def lease_writes(api: ApiServer) -> list[RequestRecord]:
+def lease_writes(b: Bed) -> list[RequestRecord]:
     """Successful writes of the Lease, in the order the server answered them."""
+    path = lease_path(b)
     ok = [
         r
-        for r in api.requests()
-        if (r.path, r.verb) in {(LEASE_PATH, "update"), (LEASE_PATH.rsplit("/", 1)[0], "create")}
+        for r in b.proxy.requests()
+        if (r.path, r.verb) in {(path, "update"), (path.rsplit("/", 1)[0], "create")}
     ]
     return sorted((r for r in ok if r.status < 300), key=lambda r: r.time + r.duration)
 
@@ -140,40 +155,40 @@ def test_two_candidates_never_lead_at_once(campaign: Callable[[str], Candidate])
 
 
 def test_lease_object_has_the_shape_client_go_writes(
-    campaign: Callable[[str], Candidate], api_client: client.ApiClient
+    campaign: Callable[[str], Candidate], api_client: client.ApiClient, lab: Bed
 ) -> None:
     a = campaign("a")
     watch_leaders([a], a.leads, 3, "a to lead")
-    first = lease(api_client)["spec"]
+    first = lease(api_client, lab)["spec"]
     assert (first["holderIdentity"], first["leaseDurationSeconds"]) == ("a", 3)
     assert first["leaseTransitions"] == 0
     assert MICRO.match(first["acquireTime"]) and MICRO.match(first["renewTime"])
-    renewed = lambda: lease(api_client)["spec"]["renewTime"] != first["renewTime"]  # noqa: E731
+    renewed = lambda: lease(api_client, lab)["spec"]["renewTime"] != first["renewTime"]  # noqa: E731
     watch_leaders([a], renewed, 2, "a renewal")
-    later = lease(api_client)["spec"]
+    later = lease(api_client, lab)["spec"]
     assert later["acquireTime"] == first["acquireTime"]
     assert later["leaseTransitions"] == 0
 
 
 def test_killed_leader_is_replaced_within_5s_by_one_writer(
-    campaign: Callable[[str], Candidate], api: ApiServer, api_client: client.ApiClient
+    campaign: Callable[[str], Candidate], lab: Bed, api_client: client.ApiClient
 ) -> None:
     a, b = leader_and_standby(campaign)
-    watch_leaders([a, b], lambda: len(lease_writes(api)) >= 3, 3, "two renewals by a")
+    watch_leaders([a, b], lambda: len(lease_writes(lab)) >= 3, 3, "two renewals by a")
     a.stop(release=False)
     killed_at = time.time()  # stop() joined a's thread, so nothing of a's is in flight
     took = watch_leaders([a, b], b.leads, TAKEOVER_BUDGET + 1, "b to take over")
     print(f"\ntakeover_after_kill seconds={took:.2f} budget={TAKEOVER_BUDGET}")
     assert took <= TAKEOVER_BUDGET
     assert took >= TIMING.lease_duration - TIMING.retry_period * (1 + TIMING.jitter) - 0.1
-    spec = lease(api_client)["spec"]
+    spec = lease(api_client, lab)["spec"]
     assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("b", 1)
-    seen = len(lease_writes(api))
-    watch_leaders([a, b], lambda: len(lease_writes(api)) >= seen + 2, 3, "two renewals by b")
-    holders = [r.identity for r in lease_writes(api)]
+    seen = len(lease_writes(lab))
+    watch_leaders([a, b], lambda: len(lease_writes(lab)) >= seen + 2, 3, "two renewals by b")
+    holders = [r.identity for r in lease_writes(lab)]
     first_b = holders.index("b")
     assert set(holders[:first_b]) == {"a"} and set(holders[first_b:]) == {"b"}, holders
-    assert [r for r in api.requests(identity="a") if r.time >= killed_at] == []
+    assert [r for r in lab.proxy.requests(identity="a") if r.time >= killed_at] == []
 
 
 def test_graceful_release_hands_over_within_1s(campaign: Callable[[str], Candidate]) -> None:
@@ -189,15 +204,15 @@ def test_graceful_release_hands_over_within_1s(campaign: Callable[[str], Candida
 
 @pytest.mark.parametrize("fault", ["error-500", "outage-503", "hung-put"])
 def test_leader_whose_writes_fail_is_fenced_by_its_renew_deadline(
-    campaign: Callable[[str], Candidate], api: ApiServer, fault: str
+    campaign: Callable[[str], Candidate], lab: Bed, fault: str
 ) -> None:
     a, b = leader_and_standby(campaign)
     if fault == "error-500":
-        rule = api.faults.error(500, identity="a", verb="update")
+        rule = lab.proxy.faults.error(500, identity="a", verb="update")
     elif fault == "outage-503":
-        rule = api.faults.outage("503", identity="a")
+        rule = lab.proxy.faults.outage("503", identity="a")
     else:  # a's renewals hang 5 s: it gives up at its request timeout; the late PUT gets 409
-        rule = api.faults.delay(5.0, identity="a", verb="update")
+        rule = lab.proxy.faults.delay(5.0, identity="a", verb="update")
     injected = time.monotonic()
     fenced = watch_leaders([a, b], lambda: not a.leads(), 3, "a to be fenced")
     print(f"\nfenced_after_fault fault={fault} seconds={fenced:.2f}")
@@ -208,12 +223,12 @@ def test_leader_whose_writes_fail_is_fenced_by_its_renew_deadline(
     assert took <= TAKEOVER_BUDGET
     stopped = dict(a.said)["stopped"]
     assert stopped - injected <= TIMING.renew_deadline + 0.1  # the callback, not just the flag
-    delayed = api.faults.hits(rule)
-    api.faults.remove(rule)
+    delayed = lab.proxy.faults.hits(rule)
+    lab.proxy.faults.remove(rule)
     if fault == "hung-put":  # a gave up on each at 1 s (no urllib3 re-send); none lands later
 
         def late() -> list[RequestRecord]:
-            return [r for r in api.requests(identity="a") if r.duration >= 4.9]
+            return [r for r in lab.proxy.requests(identity="a") if r.duration >= 4.9]
 
         watch_leaders([a, b], lambda: len(late()) >= delayed, 8, "a's hung PUTs to end")
         assert len(late()) == delayed
@@ -223,17 +238,15 @@ def test_leader_whose_writes_fail_is_fenced_by_its_renew_deadline(
     settled = time.monotonic() + 1.0  # a few more rounds of both: still one leader, b
     watch_leaders([a, b], lambda: time.monotonic() > settled, 3, "a second of both")
     assert b.leads() and not a.leads()
-    holders = [r.identity for r in lease_writes(api)]
+    holders = [r.identity for r in lease_writes(lab)]
     first_b = holders.index("b")
     assert set(holders[first_b:]) == {"b"}, holders
 
 
-def test_store_maps_api_answers_to_records_and_errors(
-    api: ApiServer, core: client.CoreV1Api, tmp_path: Path
-) -> None:
-    core.create_namespace(cast(Any, {"metadata": {"name": NS}}))
-    kubeconfig = api.write_kubeconfig(tmp_path / "kc", identity="store")
-    store = LeaderElector.from_kubeconfig(kubeconfig, NS, "store", timing=TIMING).store
+def test_store_maps_api_answers_to_records_and_errors(lab: Bed) -> None:
+    store = LeaderElector.from_kubeconfig(
+        lab.kubeconfig("store"), lab.config_ns, "store", timing=TIMING
+    ).store
     spec = lease_spec(None, "store", 3, datetime.now(UTC))
 
     async def scenario() -> None:
@@ -247,20 +260,20 @@ def test_store_maps_api_answers_to_records_and_errors(
         assert await store.get() == renewed
         with pytest.raises(LeaseConflict):  # the resourceVersion we read is stale now
             await store.replace(spec, made.resource_version)
-        api.faults.error(500, identity="store", count=1)
+        lab.proxy.faults.error(500, identity="store", count=1)
         with pytest.raises(LeaseError, match="HTTP 500"):
             await store.get()
-        api.faults.delay(3.0, identity="store", count=1)
+        lab.proxy.faults.delay(3.0, identity="store", count=1)
         started = time.monotonic()
         with pytest.raises(LeaseError, match=r"timed out|Timeout"):
             await store.get()
         assert time.monotonic() - started < TIMING.request_timeout + 0.5
-        rule = api.faults.outage("refuse")
+        rule = lab.proxy.faults.outage("refuse")
         try:
             with pytest.raises(LeaseError):
                 await store.get()
         finally:
-            api.faults.remove(rule)
+            lab.proxy.faults.remove(rule)
 
     try:
         asyncio.run(scenario())

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from controller_bed import Bed, bed, condition, controller, ingress_history, wait_for
 
+from lbctl.lab.controlplane import ControlPlane
+
 METALLB = """\
 address-pools:
 - name: default
@@ -38,8 +40,10 @@ def _hold(b: Bed, ns: str, name: str, ip: str, key: str | None) -> None:
     )
 
 
-def test_services_with_metallb_ips_keep_them_and_newcomers_avoid_them(tmp_path: Path) -> None:
-    with bed(tmp_path) as b:
+def test_services_with_metallb_ips_keep_them_and_newcomers_avoid_them(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    with bed(control_plane, tmp_path) as b:
         ns = b.namespace("apps")
         b.set_config(METALLB, key="config")
         for name, ip, key in HELD:
@@ -59,6 +63,6 @@ def test_services_with_metallb_ips_keep_them_and_newcomers_avoid_them(tmp_path: 
             outside = wait_for(lambda: condition(b.get(ns, "outside")), 5, "condition on outside")
             assert (outside["status"], outside["reason"]) == ("True", "Restored")
         # Each held Service's ingress went from nothing to MetalLB's IP, and never changed again.
-        history = ingress_history(b.api)
+        history = ingress_history(b)
         for name, ip, _ in HELD:
             assert history[f"{ns}/{name}"] == [[], [ip]], name

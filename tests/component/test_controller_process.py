@@ -13,6 +13,7 @@ from pathlib import Path
 from controller_bed import Bed, bed, free_port, ingress_history, lbctl_config, scrape, wait_for
 
 from lbctl.lab import procs
+from lbctl.lab.controlplane import ControlPlane
 
 BIN = Path(sys.executable).parent / "lbctl-controller"
 POOL_A = '- name: a\n  addresses: ["192.0.2.0/25"]\n'
@@ -28,6 +29,8 @@ def process(b: Bed, identity: str, log: Path) -> Iterator[tuple[subprocess.Popen
         f"--kubeconfig={b.kubeconfig(identity)}",
         f"--metrics-bind-address=127.0.0.1:{port}",
         f"--instance={identity}",
+        f"--config-map={b.config_ns}/{b.config_name}",
+        f"--namespace={b.config_ns}",  # its Lease, where its Role lets it write one
     ]
     env = {**os.environ, "KUBECACHEDIR": str(b.tmp / "kcache")}
     with procs.logged(cmd, log, env) as proc:
@@ -44,8 +47,10 @@ def _ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
         return False
 
 
-def test_sigkill_and_restart_with_reordered_pools_changes_no_ip(tmp_path: Path) -> None:
-    with bed(tmp_path) as b:
+def test_sigkill_and_restart_with_reordered_pools_changes_no_ip(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    with bed(control_plane, tmp_path) as b:
         ns = b.namespace("fleet")
         b.set_config(lbctl_config(POOL_A + POOL_B))
         for i in range(SERVICES // 2):  # half exist before the first start
@@ -69,12 +74,12 @@ def test_sigkill_and_restart_with_reordered_pools_changes_no_ip(tmp_path: Path) 
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=10) == 0
         assert after == before
-        history = ingress_history(b.api)
+        history = ingress_history(b)
         assert all(history[f"{ns}/{name}"] == [[], ips] for name, ips in before.items())
         # The second process wrote nothing to the Services the first one had assigned.
         rewritten = [
             r.path
-            for r in b.api.requests(identity="controller-2")
+            for r in b.proxy.requests(identity="controller-2")
             if r.verb == "patch" and "/services/s" in r.path
         ]
         assert rewritten == []

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 from controller_bed import Bed, bed, condition, controller, lbctl_config, wait_for
+from kubernetes import client
+
+from lbctl.lab.controlplane import ControlPlane
 
 POOLS = """\
 - name: public
@@ -27,8 +30,8 @@ TINY = {"lbctl.io/address-pool": "tiny"}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    with bed(tmp_path_factory.mktemp("rules")) as b:
+def world(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    with bed(control_plane, tmp_path_factory.mktemp("rules")) as b:
         b.set_config(lbctl_config(POOLS))
         with controller(b):
             yield b
@@ -104,16 +107,19 @@ def test_service_of_another_class_is_left_alone(world: Bed) -> None:
     assert "lbctl.io/ip-allocated-from-pool" not in (body["metadata"].get("annotations") or {})
 
 
-def test_class_change_releases_the_ip(world: Bed) -> None:
+def test_class_change_is_refused_by_the_api_server_and_the_ip_stays(world: Bed) -> None:
+    """The API server refuses a new loadBalancerClass on a LoadBalancer Service ("may not
+    change once set"), so a held IP never meets one; the reconciler's ClassMismatch release
+    is tested in tests/unit (test_controller_reconciler.py)."""
     ns = world.namespace("class-change")
     world.service(ns, "moving", annotations={"lbctl.io/loadBalancerIPs": "203.0.113.11"})
-    world.wait_ips(ns, "moving")
-    world.patch(ns, "moving", {"spec": {"loadBalancerClass": "example.com/other"}})
-    cond = world.wait_condition(ns, "moving", "ClassMismatch")
-    assert cond["status"] == "False"
-    assert world.ips(ns, "moving") == []
-    world.service(ns, "next", annotations={"lbctl.io/loadBalancerIPs": "203.0.113.11"})
-    assert world.wait_ips(ns, "next") == ["203.0.113.11"]
+    assert world.wait_ips(ns, "moving") == ["203.0.113.11"]
+    with pytest.raises(client.exceptions.ApiException) as refused:
+        world.patch(ns, "moving", {"spec": {"loadBalancerClass": "example.com/other"}})
+    assert refused.value.status == 422
+    assert "may not change once set" in str(refused.value.body)
+    assert world.ips(ns, "moving") == ["203.0.113.11"]
+    assert world.wait_condition(ns, "moving", "Allocated")["status"] == "True"
 
 
 def test_type_change_releases_and_removes_our_traces(world: Bed) -> None:

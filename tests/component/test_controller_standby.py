@@ -9,14 +9,15 @@ from pathlib import Path
 from controller_bed import bed, lbctl_config, wait_for
 
 from controller.runner import ControllerThread, Options
+from lbctl.lab.controlplane import ControlPlane
 
 POOLS = '- name: public\n  addresses: ["192.0.2.0/29"]\n'
 
 
 def test_standby_writes_nothing_until_activated_then_restores_before_assigning(
-    tmp_path: Path,
+    control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    with bed(tmp_path) as b:
+    with bed(control_plane, tmp_path) as b:
         ns = b.namespace("apps")
         b.set_config(lbctl_config(POOLS))
         b.service(ns, "held")
@@ -27,7 +28,9 @@ def test_standby_writes_nothing_until_activated_then_restores_before_assigning(
             _content_type="application/merge-patch+json",
         )
         leading = threading.Event()
-        opts = Options(kubeconfig=str(b.kubeconfig("standby")), metrics_port=0)
+        opts = Options(
+            kubeconfig=str(b.kubeconfig("standby")), metrics_port=0, config_map=b.config_map
+        )
         with ControllerThread(opts, leader=leading.is_set) as ctl:
             operator = ctl.controller.operator
             b.service(ns, "early")
@@ -35,7 +38,7 @@ def test_standby_writes_nothing_until_activated_then_restores_before_assigning(
             b.service(ns, "barrier")
             wait_for(lambda: operator.events_seen > seen + 1, 5, "the standby to see events")
             assert b.ips(ns, "early") == []
-            writes = [r for r in b.api.requests(identity="standby") if r.method != "GET"]
+            writes = [r for r in b.proxy.requests(identity="standby") if r.method != "GET"]
             assert writes == []
             leading.set()
             ctl.controller.submit(operator.activate()).result(timeout=10)
@@ -52,9 +55,9 @@ def test_standby_writes_nothing_until_activated_then_restores_before_assigning(
 
 
 def test_takeover_during_steady_churn_becomes_active_without_waiting_for_quiet(
-    tmp_path: Path,
+    control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    with bed(tmp_path) as b:
+    with bed(control_plane, tmp_path) as b:
         ns = b.namespace("apps")
         b.set_config(lbctl_config('- name: public\n  addresses: ["192.0.2.0/24"]\n'))
         names = [f"s{i}" for i in range(20)]
@@ -70,7 +73,9 @@ def test_takeover_during_steady_churn_becomes_active_without_waiting_for_quiet(
                     return
                 b.patch(ns, names[i % len(names)], {"metadata": {"labels": {"n": str(i)}}})
 
-        opts = Options(kubeconfig=str(b.kubeconfig("standby")), metrics_port=0)
+        opts = Options(
+            kubeconfig=str(b.kubeconfig("standby")), metrics_port=0, config_map=b.config_map
+        )
         with ControllerThread(opts, leader=leading.is_set) as ctl:
             operator = ctl.controller.operator
             writer = threading.Thread(target=churn)
