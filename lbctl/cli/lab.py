@@ -219,8 +219,8 @@ def abandon(proc: subprocess.Popen[bytes], run_dir: Path) -> None:
 def run_up(args: argparse.Namespace) -> int:
     try:
         require_root()
-        if not 1 <= args.nodes <= plan.MAX_NODES:
-            return fail(f"--nodes {args.nodes}: want 1..{plan.MAX_NODES}", EXIT_USAGE)
+        if not 1 <= args.nodes <= plan.MAX_POD_NODES:
+            return fail(f"--nodes {args.nodes}: want 1..{plan.MAX_POD_NODES}", EXIT_USAGE)
         runid = plan.check_runid(args.runid) if args.runid else plan.new_runid()
         kubebin.ensure()  # before the start-up clock: a first build takes minutes
         with root_lock(args.root):

@@ -16,7 +16,9 @@ RUN_ROOT = Path("/run/lbctl/lab")
 # Kernel limit: IFNAMSIZ is 16 bytes with the NUL, and every bridge port is named "p-<role>".
 MAX_IFNAME = 15
 POD_SLOTS = 6  # addresses of a /29 but its network and broadcast
-MAX_NODES = 15  # one /29 of pod addresses per node inside PODS4
+MAX_POD_NODES = 15  # one /29 of pod addresses per node inside PODS4: nodes 1..15 run pods
+# Nodes 16..30 are probe-only (the L2 bench's speakers without pods): 192.0.2.11-40.
+MAX_NODES = 30
 
 LAN4 = ipaddress.IPv4Network("192.0.2.0/24")
 LAN6 = ipaddress.IPv6Network("2001:db8::/64")
@@ -143,8 +145,8 @@ ROUTER_FAR = Host(
 
 def pod_network(node_index: int) -> ipaddress.IPv4Network:
     """The /29 of pod addresses routed to node-i (198.51.100.8*i/29)."""
-    if not 1 <= node_index <= MAX_NODES:
-        raise PlanError(f"node index {node_index}: want 1..{MAX_NODES}")
+    if not 1 <= node_index <= MAX_POD_NODES:
+        raise PlanError(f"node index {node_index}: pods only on nodes 1..{MAX_POD_NODES}")
     return ipaddress.IPv4Network(f"{PODS4.network_address + 8 * node_index}/29")
 
 

@@ -228,7 +228,7 @@ class Topology:
             routes += [
                 f"route replace {plan.pod_network(n.index)} via {n.host.addr4}"
                 for n in self.nodes
-                if n.netns != member.netns
+                if n.netns != member.netns and n.index <= plan.MAX_POD_NODES
             ]
         return routes
 

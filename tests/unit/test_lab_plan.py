@@ -53,7 +53,7 @@ def test_addresses_stay_inside_documentation_ranges() -> None:
     hosts = [plan.node_host(i) for i in range(1, plan.MAX_NODES + 1)]
     hosts += [plan.ROUTER, plan.CLIENT, plan.OBSERVER, plan.FAR_CLIENT, plan.ROUTER_FAR]
     addrs = [h.addr4 for h in hosts] + [h.addr6 for h in hosts]
-    addrs += [plan.pod_address(i, s) for i in (1, plan.MAX_NODES) for s in (1, plan.POD_SLOTS)]
+    addrs += [plan.pod_address(i, s) for i in (1, plan.MAX_POD_NODES) for s in (1, plan.POD_SLOTS)]
     assert all(any(a in net for net in allowed if net.version == a.version) for a in addrs)
     assert len({h.mac for h in hosts}) == len(hosts)
 
@@ -64,7 +64,7 @@ def test_bgp_vips_never_look_on_link_to_the_far_client() -> None:
 
 
 def test_pod_networks_are_disjoint_per_node() -> None:
-    nets = [plan.pod_network(i) for i in range(1, plan.MAX_NODES + 1)]
+    nets = [plan.pod_network(i) for i in range(1, plan.MAX_POD_NODES + 1)]
     assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
     assert all(n.subnet_of(plan.PODS4) for n in nets)
     assert plan.pod_address(2, 1) == ipaddress.IPv4Address("198.51.100.17")

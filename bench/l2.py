@@ -1,0 +1,508 @@
+"""L2 speaker bench: Service create -> first GARP, failover times, probe cost, speaker RSS.
+
+Run as root: `python bench/l2.py` (full: issue 9's sizes) or `--smoke` (CI: small sizes, fails
+only when a component did not start or nothing was announced). Everything runs on the bed: the
+real control plane, the controller and one `lbctl-speaker` per node namespace; times are taken
+from the wire (an AF_PACKET socket in the observer namespace sees every gratuitous ARP).
+A probe-only run starts speakers' data planes alone (no API) in N namespaces to measure the
+liveness traffic and CPU against the model in ../shared/reference/liveness.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import ipaddress
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from lbctl.core import election
+from lbctl.core.model import IPAddress, NodeName
+from lbctl.lab import agents, nsutil
+from lbctl.lab.bed import Bed
+from lbctl.lab.l2probe import open_raw
+from lbctl.lab.procs import wait_for
+from lbctl.lab.topology import Topology
+from speaker.announcers.layer2.frames import parse_claim
+
+NS = "default"
+# One IPv4 pool for the timing runs, one IPv6 /112 for thousands of Services (RSS).
+POOLS = {
+    "apiVersion": "lbctl.io/v1alpha1",
+    "kind": "Config",
+    "pools": [
+        {"name": "lab", "addresses": ["192.0.2.200-192.0.2.250"]},
+        {"name": "many", "addresses": ["2001:db8:b::/112"]},
+    ],
+    "l2Advertisements": [{"name": "all"}],
+}
+FIRST_P99, FAILOVER_P99, GRACEFUL_P99 = 0.200, 1.0, 0.300  # s
+CPU_TARGET, GROWTH_TARGET, TOTAL_TARGET = 0.02, 30e6 / 2**20, 150e6 / 2**20  # core, MiB, MiB
+
+
+@dataclass(frozen=True)
+class Sizes:
+    creates: int
+    kills: int
+    kills_10: int
+    graceful: int
+    probe_speakers: int
+    probe_vips: int
+    probe_seconds: float
+    rss: int
+
+
+FULL = Sizes(30, 20, 20, 10, 30, 1_000, 20.0, 10_000)
+SMOKE = Sizes(5, 2, 0, 1, 5, 100, 5.0, 0)
+
+
+# -- the wire --------------------------------------------------------------------------------------
+
+
+class Claims:
+    """Every ARP/NA claim seen in a namespace, with its arrival time (monotonic)."""
+
+    def __init__(self, netns: str) -> None:
+        self.sock = open_raw(netns, "eth0")
+        self.seen: list[tuple[float, IPAddress, str]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                frame = self.sock.recv(2048)
+            except TimeoutError:
+                continue
+            at = time.monotonic()
+            claim = parse_claim(frame)
+            if claim is not None:
+                with self.lock:
+                    self.seen.append((at, claim.ip, str(claim.mac)))
+
+    def first(
+        self, ip: str, after: float, macs: set[str] | None = None, timeout: float = 15.0
+    ) -> float:
+        """The arrival time of the first claim of `ip` (by one of `macs`) after `after`."""
+        want = ipaddress.ip_address(ip)
+
+        def found() -> float | None:
+            with self.lock:
+                return next(
+                    (
+                        t
+                        for t, i, m in self.seen
+                        if t >= after and i == want and (macs is None or m in macs)
+                    ),
+                    None,
+                )
+
+        at: float = wait_for(found, timeout, f"a claim of {ip}", error=TimeoutError, interval=0.005)
+        return at
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+# -- the cluster -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    bed: Bed
+    core: client.CoreV1Api
+    claims: Claims
+    speakers: dict[str, agents.Agent] = field(default_factory=dict)
+
+    def mac(self, node: str) -> str:
+        return str(self.bed.topology.node(node).host.mac)
+
+    def start_speaker(self, node: str) -> None:
+        member = self.bed.topology.node(node)
+        self.speakers[node] = agents.start_speaker(
+            self.bed.topology, self.bed.control, member, self.bed.node_api_url
+        )
+
+    def announced(self, node: str) -> int:
+        """How many IPs the node's speaker announces (its lbctl_l2_announced series)."""
+        _, text = agents.scrape(self.bed.topology.node(node).netns, agents.NODE_METRICS)
+        return sum(1 for line in text.splitlines() if line.startswith("lbctl_l2_announced{"))
+
+    def ranking(self, ip: str) -> list[str]:
+        names = [NodeName(n.name) for n in self.bed.topology.nodes]
+        return [str(n) for n in election.rank(names, ipaddress.ip_address(ip))]
+
+
+@contextlib.contextmanager
+def cluster(nodes: int) -> Iterator[Cluster]:
+    with Bed(nodes=nodes) as bed, config.new_client_from_config(str(bed.kubeconfig)) as api:
+        agents.apply_rbac(bed.control)
+        core = client.CoreV1Api(api)
+        core.create_namespaced_config_map(
+            "lbctl-system",
+            {
+                "metadata": {"name": "lbctl-config", "namespace": "lbctl-system"},
+                "data": {"config.yaml": yaml.safe_dump(POOLS)},
+            },
+        )
+        agents.start_controller(bed.topology, bed.control)
+        claims = Claims(bed.topology.observer.netns)
+        try:
+            the = Cluster(bed, core, claims)
+            for node in bed.topology.nodes:
+                the.start_speaker(node.name)
+            deploy(api, min(nodes, 3))
+            yield the
+        finally:
+            claims.close()
+
+
+def deploy(api: client.ApiClient, replicas: int) -> None:
+    labels = {"app": "bench"}
+    client.AppsV1Api(api).create_namespaced_deployment(
+        NS,
+        {
+            "metadata": {"name": "bench"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {"name": "web", "image": "lab", "ports": [{"containerPort": 8080}]}
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    wait_for(
+        lambda: (
+            (
+                client.AppsV1Api(api).read_namespaced_deployment("bench", NS).status.ready_replicas
+                or 0
+            )
+            >= replicas
+        ),
+        60.0,
+        "the bench backends",
+        error=TimeoutError,
+    )
+
+
+def service(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "bench"},
+            "ports": [{"port": 80, "targetPort": 8080}],
+            **spec,
+        },
+    }
+
+
+def ingress_ip(core: client.CoreV1Api, name: str) -> str | None:
+    lb = core.read_namespaced_service(name, NS).status.load_balancer
+    return lb.ingress[0].ip if lb and lb.ingress else None
+
+
+# -- measurements ----------------------------------------------------------------------------------
+
+
+def first_announcements(c: Cluster, n: int) -> list[float]:
+    """Service create -> the first gratuitous ARP for its IP on the wire."""
+    out = []
+    for i in range(n):
+        name = f"first-{i}"
+        start = time.monotonic()
+        c.core.create_namespaced_service(NS, service(name))
+        ip = wait_for(functools.partial(ingress_ip, c.core, name), 10.0, f"an IP on {name}",
+                      error=TimeoutError, interval=0.005)  # fmt: skip
+        out.append(c.claims.first(ip, start) - start)
+        c.core.delete_namespaced_service(name, NS)
+        wait_for(functools.partial(gone, c.core, name), 10.0, f"{name} gone", error=TimeoutError)
+    return out
+
+
+def gone(core: client.CoreV1Api, name: str) -> bool:
+    return name not in {s.metadata.name for s in core.list_namespaced_service(NS).items}
+
+
+def failovers(c: Cluster, n: int, sig: signal.Signals) -> list[float]:
+    """The owner's speaker signalled -> rank 2's first claim on the wire; then the owner comes
+    back and gets its IP handed back before the next round."""
+    name = f"fail-{sig.name.lower()}"
+    c.core.create_namespaced_service(NS, service(name))
+    ip: str = wait_for(lambda: ingress_ip(c.core, name), 10.0, "an IP", error=TimeoutError)
+    first, second = c.ranking(ip)[:2]
+    c.claims.first(ip, 0.0, {c.mac(first)})
+    out = []
+    for _ in range(n):
+        start = time.monotonic()
+        os.kill(c.speakers[first].proc.pid, sig)
+        out.append(c.claims.first(ip, start, {c.mac(second)}) - start)
+        c.speakers[first].proc.wait(15)
+        back = time.monotonic()
+        c.start_speaker(first)
+        c.claims.first(ip, back, {c.mac(first)}, timeout=20.0)  # the hand-back
+    c.core.delete_namespaced_service(name, NS)
+    return out
+
+
+def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
+    """(growth, total) MiB of node-1's speaker from no Service to `n` announced IPv6 Services."""
+    pid = c.speakers["node-1"].proc.pid
+    before = rss_mib(pid)
+    for i in range(n):
+        c.core.create_namespaced_service(
+            NS,
+            service(
+                f"rss-{i}",
+                ipFamilies=["IPv6"],
+                ipFamilyPolicy="SingleStack",
+                allocateLoadBalancerNodePorts=False,
+            ),
+            _preload_content=False,
+        )
+    wait_for(
+        lambda: c.announced("node-1") >= n / 3 * 0.8,
+        600.0,
+        "node-1 announcing its share",
+        error=TimeoutError,
+        interval=1.0,
+    )
+    quiet_cpu(pid)
+    after = rss_mib(pid)
+    return after - before, after
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quiet_cpu(pid: int, timeout: float = 120.0) -> None:
+    """Wait until the process uses under 5 % of a core over a second."""
+
+    def idle() -> bool:
+        used = cpu_s(pid)
+        time.sleep(1.0)  # the measuring window itself
+        return cpu_s(pid) - used < 0.05
+
+    wait_for(idle, timeout, "the speaker to settle", error=TimeoutError, interval=0.0)
+
+
+# -- probe-only speakers ------------------------------------------------------------------------
+
+
+def probe_cost(n: int, vips: int, seconds: float) -> dict[str, float]:
+    """N data planes (no API) each monitoring what the plan gives it: packets/s and CPU."""
+    with Topology(nodes=n) as topo:
+        names = [NodeName(m.name) for m in topo.nodes]
+        keys = list(ipaddress.ip_network("2001:db8:f::/112"))[1 : vips + 1]
+        groups = [[str(k), [str(x) for x in election.rank(names, k)]] for k in keys]
+        addresses = {m.name: str(m.host.addr4) for m in topo.nodes}
+        plan = topo.run_dir / "probe-plan.json"
+        plan.write_text(json.dumps({"groups": groups, "addresses": addresses}))
+        procs = [
+            topo.spawn(
+                m.netns,
+                [sys.executable, __file__, "--probe-child", m.name, str(plan)],
+                role=f"probe-{m.name}",
+            )
+            for m in topo.nodes
+        ]
+        time.sleep(2.0)  # warm-up is part of the measurement protocol: liveness settles
+        udp0 = {m.netns: udp_datagrams(m.netns) for m in topo.nodes}
+        cpu0 = {p.pid: cpu_s(p.pid) for p in procs}
+        start = time.monotonic()
+        time.sleep(seconds)  # the measuring window itself
+        took = time.monotonic() - start
+        packets = [sum(udp_datagrams(m.netns)) - sum(udp0[m.netns]) for m in topo.nodes]
+        cpu = [cpu_s(p.pid) - cpu0[p.pid] for p in procs]
+        alive = all(p.poll() is None for p in procs)
+    peers = [len({n for g in groups for n in monitored(g[1], m)}) for m in addresses]
+    return {
+        "packets_per_s": statistics.mean(packets) / took,
+        "cpu": statistics.mean(cpu) / took,
+        "model_per_s": 40 * statistics.mean(peers),
+        "alive": float(alive),
+    }
+
+
+def monitored(ranking: list[str], me: str) -> list[str]:
+    """The nodes `me` probes for one group, and itself when it is probed (rank 1)."""
+    if me not in ranking[:3]:
+        return []
+    rank = ranking.index(me) + 1
+    return ranking[: rank - 1] if rank > 1 else []
+
+
+def udp_datagrams(netns: str) -> tuple[int, int]:
+    """(InDatagrams, OutDatagrams) of the namespace's UDP stack."""
+    text = nsutil.run_in_netns(netns, lambda: Path("/proc/net/snmp").read_text())
+    head, values = [line.split() for line in text.splitlines() if line.startswith("Udp:")][:2]
+    row = dict(zip(head[1:], values[1:], strict=True))
+    return int(row["InDatagrams"]), int(row["OutDatagrams"])
+
+
+def probe_child(node: str, plan_path: str) -> int:
+    """One speaker's data plane with a stand-in announcer that never touches the wire."""
+    from lbctl.core.liveness import Group
+    from speaker.dataplane import DataPlane, Plan
+
+    class Silent:
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        def sync(self, desired: object) -> None: ...
+
+        def interface_for(self, ip: object, allowed: object = ()) -> str:
+            return "eth0"
+
+        def macs(self) -> tuple[str, ...]:
+            return ()
+
+        async def probe(self, vip: object, interface: object = None, *, window: float = 0.1) -> Any:
+            return type("R", (), {"answered": False, "answered_by": frozenset()})()
+
+    raw = json.loads(Path(plan_path).read_text())
+    addresses = {NodeName(k): ipaddress.ip_address(v) for k, v in raw["addresses"].items()}
+    groups = tuple(
+        Group(ipaddress.ip_address(k), (ipaddress.ip_address(k),), tuple(NodeName(n) for n in r))
+        for k, r in raw["groups"]
+    )
+    plane = DataPlane(NodeName(node), Silent(), bind=(str(addresses[NodeName(node)]), 7946))
+    plane.start()
+    plane.set_fresh(True)
+    plane.update(Plan(groups, {}, addresses))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait()
+    plane.stop(graceful=False)
+    return 0
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def row(what: str, value: str, target: str = "", ok: bool | None = None) -> bool:
+    verdict = "" if ok is None else ("PASS" if ok else "MISS")
+    print(f"| {what} | {value} | {target} {verdict} |".replace("  |", " |"), flush=True)
+    return ok is not False
+
+
+def times(what: str, values: list[float], target: float, judge: bool) -> bool:
+    if not values:
+        return True
+    p50, p99 = pct(values, 50) * 1000, pct(values, 99) * 1000
+    text = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (n={len(values)})"
+    return row(
+        what, text, f"p99 <= {target * 1000:.0f} ms", pct(values, 99) <= target if judge else None
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="CI: small sizes")
+    parser.add_argument("--probe-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe_child:
+        return probe_child(*args.probe_child)
+    sizes = SMOKE if args.smoke else FULL
+    judge = not args.smoke
+    print(
+        f"# bench/l2.py {'--smoke' if args.smoke else '(full)'}: {platform.node()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    print("| measurement | result | target |\n|---|---|---|")
+    ok = True
+    with cluster(3) as c:
+        ok &= times("create -> first GARP", first_announcements(c, sizes.creates), FIRST_P99, judge)
+        ok &= times(
+            "SIGKILL -> rank 2's GARP, 3 nodes",
+            failovers(c, sizes.kills, signal.SIGKILL),
+            FAILOVER_P99,
+            judge,
+        )
+        ok &= times(
+            "SIGTERM -> rank 2's GARP, 3 nodes",
+            failovers(c, sizes.graceful, signal.SIGTERM),
+            GRACEFUL_P99,
+            judge,
+        )
+        if sizes.rss:
+            growth, total = speaker_rss(c, sizes.rss)
+            ok &= row(
+                f"speaker RSS growth, 0 -> {sizes.rss} Services",
+                f"{growth:.1f} MiB",
+                f"<= {GROWTH_TARGET:.1f} MiB",
+                growth <= GROWTH_TARGET,
+            )
+            ok &= row(
+                "speaker RSS total",
+                f"{total:.1f} MiB",
+                f"<= {TOTAL_TARGET:.1f} MiB",
+                total <= TOTAL_TARGET,
+            )
+    if sizes.kills_10:
+        with cluster(10) as c:
+            ok &= times(
+                "SIGKILL -> rank 2's GARP, 10 nodes",
+                failovers(c, sizes.kills_10, signal.SIGKILL),
+                FAILOVER_P99,
+                judge,
+            )
+    cost = probe_cost(sizes.probe_speakers, sizes.probe_vips, sizes.probe_seconds)
+    row(
+        f"probe packets/s per speaker ({sizes.probe_speakers} speakers, {sizes.probe_vips} VIPs)",
+        f"{cost['packets_per_s']:.0f} (model {cost['model_per_s']:.0f})",
+    )
+    ok &= row(
+        "probe CPU per speaker",
+        f"{cost['cpu'] * 100:.2f} % of a core",
+        f"<= {CPU_TARGET * 100:.0f} %",
+        cost["cpu"] <= CPU_TARGET if judge else None,
+    )
+    if not cost["alive"]:
+        print("a probe-only speaker died", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
