@@ -127,12 +127,15 @@ class Liveness:
         self.groups = {g.key: g for g in groups}
         for key in [k for k in self.held if k not in self.groups]:
             del self.held[key]
+        self._refresh_peers(now)
+        self._decide(now)
+
+    def _refresh_peers(self, now: float) -> None:
         watched = self._watched()
         for name in [n for n in self.peers if n not in watched]:
             del self.peers[name]
         for name in watched:
             self.peers.setdefault(name, Peer(last_probe=now - PROBE_INTERVAL))
-        self._decide(now)
 
     def set_cannot_carry(self, keys: frozenset[IPAddress], now: float) -> None:
         self.cannot = keys
@@ -153,11 +156,14 @@ class Liveness:
                 self.holders[key] = Holder(report.node, epoch, now)
             if epoch > self.held.get(key, epoch):
                 del self.held[key]  # a newer holder: this node was stalled or partitioned
+        if report.node not in self.peers and any(
+            h.node == report.node for h in self.holders.values()
+        ):
+            self._refresh_peers(now)  # rank 1 watches whoever holds its group meanwhile
         peer = self.peers.get(report.node)
         if peer is not None:
             peer.report = report
-            if ack:
-                self._answered(peer, now)
+            self._answered(peer, now)  # any word from it, an ack or its own probe, proves life
             if report.leaving:
                 peer.dead = True
         self._decide(now)
@@ -257,12 +263,17 @@ class Liveness:
         return ranking.index(self.me) + 1 if self.me in ranking else None
 
     def _watched(self) -> set[NodeName]:
-        """The nodes above this one where it is rank 2 or 3."""
+        """The nodes above this one where it is rank 2 or 3, and, where it is rank 1, another
+        node that holds the group meanwhile: a returning owner takes over at once if the acting
+        owner dies before the hand-back."""
         watched: set[NodeName] = set()
         for key, group in self.groups.items():
             rank = self._rank(key)
             if rank in (2, 3):
                 watched.update(group.ranking[: rank - 1])
+            holder = self.holders.get(key)
+            if rank == 1 and holder is not None and holder.node in group.ranking[1:]:
+                watched.add(holder.node)
         return watched
 
     def _answered(self, peer: Peer, now: float) -> None:
@@ -336,6 +347,7 @@ class Liveness:
             other is not None
             and other.node in self.groups[key].ranking[1:]  # an eligible acting owner
             and now - other.seen < HOLDER_TIMEOUT
+            and not self._failed(other.node, key)
             and key not in self.handed_back
         ):
             return Verdict.RETURNING
