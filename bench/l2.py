@@ -339,7 +339,10 @@ def probe_cost(n: int, vips: int, seconds: float) -> dict[str, float]:
             )
             for m in topo.nodes
         ]
-        time.sleep(2.0)  # warm-up is part of the measurement protocol: liveness settles
+        ready = [topo.run_dir / f"probe-{m.name}.ready" for m in topo.nodes]
+        wait_for(lambda: all(r.exists() for r in ready), 120.0, "every probe-only speaker",
+                 error=TimeoutError, interval=0.1)  # fmt: skip
+        time.sleep(2.0)  # part of the measurement protocol: liveness settles after the start
         udp0 = {m.netns: udp_datagrams(m.netns) for m in topo.nodes}
         cpu0 = {p.pid: cpu_s(p.pid) for p in procs}
         start = time.monotonic()
@@ -367,7 +370,8 @@ def monitored(ranking: list[str], me: str) -> list[str]:
 
 def udp_datagrams(netns: str) -> tuple[int, int]:
     """(InDatagrams, OutDatagrams) of the namespace's UDP stack."""
-    text = nsutil.run_in_netns(netns, lambda: Path("/proc/net/snmp").read_text())
+    # /proc/net follows the process's namespace; thread-self follows this thread's (setns).
+    text = nsutil.run_in_netns(netns, lambda: Path("/proc/thread-self/net/snmp").read_text())
     head, values = [line.split() for line in text.splitlines() if line.startswith("Udp:")][:2]
     row = dict(zip(head[1:], values[1:], strict=True))
     return int(row["InDatagrams"]), int(row["OutDatagrams"])
@@ -391,6 +395,9 @@ def probe_child(node: str, plan_path: str) -> int:
         def macs(self) -> tuple[str, ...]:
             return ()
 
+        def discard_pending(self) -> int:
+            return 0
+
         async def probe(self, vip: object, interface: object = None, *, window: float = 0.1) -> Any:
             return type("R", (), {"answered": False, "answered_by": frozenset()})()
 
@@ -404,6 +411,7 @@ def probe_child(node: str, plan_path: str) -> int:
     plane.start()
     plane.set_fresh(True)
     plane.update(Plan(groups, {}, addresses))
+    Path(plan_path).with_name(f"probe-{node}.ready").touch()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()

@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lbctl.core.liveness import (
+    STALL,
     CHECK_TRIES,
     CHECK_WAIT,
     PROBE_INTERVAL,
     Group,
     Liveness,
+    Report,
     Verdict,
 )
 from lbctl.core.model import IPAddress, NodeName
 from speaker.announcers.layer2.errors import AnnounceError
-from speaker.probes import Endpoint, Kind, Message
+from speaker.probes import Endpoint, Kind, Message, report_text
 
 log = logging.getLogger("lbctl.speaker")
 LEAVE_WAIT = 0.2  # s a leaving speaker waits for its monitors' GARPs (issue 9: <= 200 ms)
@@ -55,6 +57,8 @@ class Announcer(Protocol):
     def interface_for(self, ip: IPAddress, allowed: tuple[str, ...]) -> str | None: ...
 
     def macs(self) -> tuple[str, ...]: ...
+
+    def discard_pending(self) -> int: ...
 
     async def probe(
         self, vip: IPAddress, interface: str | None = None, *, window: float = ...
@@ -113,6 +117,8 @@ class DataPlane:
         self.speaker_macs: dict[str, NodeName] = {}  # every MAC a peer's report listed
         self.peer_fresh: dict[NodeName, bool] = {}
         self._taken_from_me: set[IPAddress] = set()  # while leaving: groups others announce
+        self._applied: tuple[dict[IPAddress, int], bool] | None = None
+        self._report: tuple[tuple[object, ...], Report, str] | None = None
 
     # -- thread-safe API (control loop) --------------------------------------------------------
 
@@ -145,7 +151,8 @@ class DataPlane:
     def someone_else_holds(self, key: IPAddress) -> bool:
         """Whether another speaker said it holds `key` recently (a snapshot; any thread)."""
         holder = self.liveness.holders.get(key)
-        return holder is not None and holder.node != self.me and holder.seen > time.monotonic() - 3
+        heard = self.liveness.heard.get(holder.node, -1e9) if holder is not None else -1e9
+        return holder is not None and holder.node != self.me and heard > time.monotonic() - 3
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         if self.loop is not None and not self.loop.is_closed():
@@ -187,7 +194,11 @@ class DataPlane:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.0, expected - time.monotonic()))
             now = time.monotonic()
-            self.liveness.on_lag(max(0.0, now - expected), now)
+            lag = max(0.0, now - expected)
+            if lag > STALL:  # requests queued during the stall are stale: answer none of them
+                dropped = self.announcer.discard_pending()
+                log.warning("loop_stalled seconds=%.2f frames_dropped=%d", lag, dropped)
+            self.liveness.on_lag(lag, now)
             expected = now + PROBE_INTERVAL
             if self.fresh:
                 self.liveness.api_ok(now)
@@ -202,7 +213,7 @@ class DataPlane:
             g.key for g in plan.groups if self._interface(g) is None and self.me in g.ranking
         )
         self.liveness.set_cannot_carry(cannot, now)
-        self._apply()
+        self._apply(force=True)
 
     def _set_fresh(self, fresh: bool) -> None:
         self.fresh = fresh
@@ -211,8 +222,13 @@ class DataPlane:
         allowed = tuple(self.plan.interfaces.get(group.key, ()))
         return self.announcer.interface_for(group.key, allowed)
 
-    def _apply(self) -> None:
-        """Hand the announcer what this node holds now; tell the control loop of changes."""
+    def _apply(self, *, force: bool = False) -> None:
+        """Hand the announcer what this node holds now; tell the control loop of changes.
+        Cheap when nothing changed (it runs after every message and tick)."""
+        snapshot = (dict(self.liveness.held), self.liveness.leaving)
+        if not force and snapshot == self._applied:
+            return
+        self._applied = snapshot
         held: dict[IPAddress, Held] = {}
         for key, group in self.liveness.holding().items():
             iface = self._interface(group)
@@ -229,6 +245,21 @@ class DataPlane:
 
     # -- messages ----------------------------------------------------------------------------
 
+    def _my_report(self) -> Report:
+        """This node's report, rebuilt (and its text encoded) only when what it says changed."""
+        lv = self.liveness
+        key = (self.fresh, lv.leaving, lv.cannot, tuple(lv.held.items()), self.announcer.macs())
+        if self._report is None or self._report[0] != key:
+            report = lv.report(self.fresh, self.announcer.macs())
+            self._report = (key, report, report_text(report))
+        return self._report[1]
+
+    def _out(self, msg: Message, addr: tuple[str, int]) -> None:
+        if self.endpoint is not None:
+            cached = self._report
+            text = cached[2] if cached is not None and cached[1] is msg.report else None
+            self.endpoint.send(msg, addr, text)
+
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) % (1 << 31)
         return self._seq
@@ -238,9 +269,8 @@ class DataPlane:
         if addr is None or self.endpoint is None:
             return None
         seq = self._next_seq()
-        report = self.liveness.report(self.fresh, self.announcer.macs())
-        msg = Message(kind, seq, report, **extra)  # type: ignore[arg-type]
-        self.endpoint.send(msg, (str(addr), self.bind[1]))
+        msg = Message(kind, seq, self._my_report(), **extra)  # type: ignore[arg-type]
+        self._out(msg, (str(addr), self.bind[1]))
         return seq
 
     def _act(self, actions: object) -> None:
@@ -308,16 +338,14 @@ class DataPlane:
             self._taken_from_me.update(msg.report.holding)
         if msg.kind is Kind.PROBE:
             self.liveness.on_report(msg.report, now, ack=False)
-            if self.endpoint is not None:
-                report = self.liveness.report(self.fresh, self.announcer.macs())
-                self.endpoint.send(Message(Kind.ACK, msg.seq, report), src)
+            self._out(Message(Kind.ACK, msg.seq, self._my_report()), src)
         elif msg.kind is Kind.ACK:
             self.liveness.on_report(msg.report, now, ack=True)
             relay = self._relays.pop(msg.seq, None)
             if relay is not None and self.endpoint is not None:
-                report = self.liveness.report(self.fresh, self.announcer.macs())
+                report = self._my_report()
                 answer = Message(Kind.INDIRECT_RESULT, msg.seq, report, target=relay[1], ok=True)
-                self.endpoint.send(answer, relay[0])
+                self._out(answer, relay[0])
         elif msg.kind is Kind.INDIRECT and msg.target is not None:
             self._relay(msg, src)
         elif msg.kind is Kind.INDIRECT_RESULT and msg.ok and msg.target is not None:
@@ -334,8 +362,7 @@ class DataPlane:
         if len(self._relays) > 1024:  # answers that never came
             self._relays.clear()
         self._relays[seq] = (src, msg.target)
-        report = self.liveness.report(self.fresh, self.announcer.macs())
-        self.endpoint.send(Message(Kind.PROBE, seq, report), (str(msg.addr), self.bind[1]))
+        self._out(Message(Kind.PROBE, seq, self._my_report()), (str(msg.addr), self.bind[1]))
 
     def conflict(self, ip: IPAddress, mac: str, iface: str) -> None:
         """The announcer saw `mac` answer for `ip`, which this node holds (data-plane loop)."""

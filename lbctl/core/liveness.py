@@ -88,9 +88,10 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class Holder:
+    """Another node holding a group, by its reports (when heard last: Liveness.heard)."""
+
     node: NodeName
     epoch: int
-    seen: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,8 @@ class Liveness:
         self.groups: dict[IPAddress, Group] = {}
         self.peers: dict[NodeName, Peer] = {}
         self.holders: dict[IPAddress, Holder] = {}  # newest other holder heard of, per group
+        self.heard: dict[NodeName, float] = {}  # when each node's last message came
+        self._last_report: dict[NodeName, Report] = {}  # unchanged reports skip the decision
         self.held: dict[IPAddress, int] = {}  # group key -> epoch this node holds it at
         self.cannot: frozenset[IPAddress] = frozenset()
         self.handed_back: set[IPAddress] = set()
@@ -120,6 +123,7 @@ class Liveness:
         self.last_contact = now  # a peer's probe or ack
         self.last_api_ok = now
         self.verdicts: dict[IPAddress, Verdict] = {}
+        self._was_isolated = False
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -145,28 +149,49 @@ class Liveness:
         self.last_api_ok = now
 
     def on_report(self, report: Report, now: float, *, ack: bool) -> None:
-        """A peer's probe or ack: learn what it holds; an ack also answers our probe."""
+        """A peer's probe or ack: learn what it holds; any message from a watched node proves
+        it alive. Decides again only when something changed (steady state costs no decision)."""
         self.last_contact = now
+        self.heard[report.node] = now
+        peer = self.peers.get(report.node)
+        if self._last_report.get(report.node) is report:  # the very same report object again
+            if peer is not None:
+                was_dead = peer.dead
+                self._answered(peer, now)
+                peer.dead = report.leaving
+                if was_dead != peer.dead:
+                    self._decide(now)
+            return
+        self._last_report[report.node] = report
+        changed = False
         for key in [k for k, h in self.holders.items() if h.node == report.node]:
             if key not in report.holding:
                 del self.holders[key]  # it let go
+                changed = True
         for key, epoch in report.holding.items():
             known = self.holders.get(key)
-            if known is None or epoch >= known.epoch:
-                self.holders[key] = Holder(report.node, epoch, now)
+            newer = known is None or (epoch >= known.epoch and known != Holder(report.node, epoch))
+            if newer:
+                self.holders[key] = Holder(report.node, epoch)
+                changed = True
             if epoch > self.held.get(key, epoch):
                 del self.held[key]  # a newer holder: this node was stalled or partitioned
+                changed = True
         if report.node not in self.peers and any(
             h.node == report.node for h in self.holders.values()
         ):
             self._refresh_peers(now)  # rank 1 watches whoever holds its group meanwhile
-        peer = self.peers.get(report.node)
+            changed = True
+        peer = self.peers.get(report.node)  # _refresh_peers may have added it
         if peer is not None:
+            before = (peer.dead, peer.report.cannot if peer.report else None)
             peer.report = report
-            self._answered(peer, now)  # any word from it, an ack or its own probe, proves life
+            self._answered(peer, now)
             if report.leaving:
                 peer.dead = True
-        self._decide(now)
+            changed |= before != (peer.dead, report.cannot)
+        if changed:
+            self._decide(now)
 
     def on_check(self, node: NodeName, now: float) -> None:
         """An indirect probe or an ARP probe answered while `node` is suspect: not dead."""
@@ -192,7 +217,7 @@ class Liveness:
             for peer in self.peers.values():
                 peer.misses, peer.answered = 0, True
             self.started = now  # listen for holders again before taking anything
-        self._decide(now)
+            self._decide(now)
 
     def on_conflict(self, key: IPAddress, node: NodeName, fresh: bool, my_fresh: bool) -> bool:
         """Another speaker (`node`, known by its MAC) answers for a group this node holds.
@@ -237,9 +262,11 @@ class Liveness:
         probes: list[NodeName] = []
         indirect: list[tuple[NodeName, NodeName]] = []
         arp: list[IPAddress] = []
+        changed = self._timed(now)
         for name, peer in self.peers.items():
             if peer.suspect_since is not None and now - peer.suspect_since >= CHECK_WAIT:
                 peer.dead, peer.suspect_since = not peer.cleared, None
+                changed |= peer.dead
             if now - peer.last_probe < PROBE_INTERVAL - 1e-6:
                 continue
             if not peer.answered and not self.lagging:
@@ -253,8 +280,17 @@ class Liveness:
                 arp += [
                     ip for g in self.groups.values() if g.ranking[:1] == (name,) for ip in g.ips
                 ]
-        self._decide(now)
+        if changed:
+            self._decide(now)
         return Actions(tuple(probes), tuple(indirect), tuple(arp), self._handbacks(now))
+
+    def _timed(self, now: float) -> bool:
+        """Whether a verdict may change with time alone: a start-up or a return under way, or
+        isolation starting or ending."""
+        isolated = self.isolated(now)
+        flipped, self._was_isolated = isolated != self._was_isolated, isolated
+        waiting = (Verdict.STARTING, Verdict.RETURNING)
+        return flipped or any(v in waiting for v in self.verdicts.values())
 
     # -- the decision ------------------------------------------------------------------------
 
@@ -346,7 +382,7 @@ class Liveness:
         if (
             other is not None
             and other.node in self.groups[key].ranking[1:]  # an eligible acting owner
-            and now - other.seen < HOLDER_TIMEOUT
+            and now - self.heard.get(other.node, -1e9) < HOLDER_TIMEOUT
             and not self._failed(other.node, key)
             and key not in self.handed_back
         ):
