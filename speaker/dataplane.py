@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lbctl.core.liveness import (
-    STALL,
     CHECK_TRIES,
     CHECK_WAIT,
     PROBE_INTERVAL,
+    STALL,
     Group,
     Liveness,
     Report,
