@@ -1,5 +1,5 @@
 """Listening sockets per source, closable and reopenable in their network namespace; used by the
-fault proxy (and lbctl.lab.apiserver) to serve sources and to refuse connections during an
+fault proxy to serve sources and to refuse connections during an
 injected outage."""
 
 from __future__ import annotations
