@@ -24,9 +24,7 @@ def _load(netns: str, table: str, ruleset: str) -> None:
 def clear(netns: str, table: str) -> None:
     """Remove one fault (its table); nothing happens if it is not there."""
     family, _, name = table.partition(" ")
-    nsutil.run(
-        ["ip", "netns", "exec", netns, "nft", "delete", "table", family, name], check=False
-    )
+    nsutil.run(["ip", "netns", "exec", netns, "nft", "delete", "table", family, name], check=False)
 
 
 LOSS = "netdev lbctl_loss"
@@ -38,19 +36,26 @@ def loss(netns: str, ifname: str, percent: int) -> str:
     """Drop `percent` % of the frames arriving on `ifname` inside `netns`, at random."""
     if not 0 < percent < 100:
         raise FaultError(f"loss of {percent} %: want 1..99")
-    _load(netns, LOSS, f"""table {LOSS} {{
+    _load(
+        netns,
+        LOSS,
+        f"""table {LOSS} {{
     chain ingress {{
         type filter hook ingress device "{ifname}" priority -500; policy accept;
         numgen random mod 100 < {percent} drop
     }}
 }}
-""")
+""",
+    )
     return LOSS
 
 
 def cut_api(netns: str) -> str:
     """Cut the node in `netns` off from the API: its connections to the relay are dropped."""
-    _load(netns, CUT_API, f"""table {CUT_API} {{
+    _load(
+        netns,
+        CUT_API,
+        f"""table {CUT_API} {{
     chain output {{
         type filter hook output priority -500; policy accept;
         tcp dport {NODE_API_PORT} ip daddr 127.0.0.1 drop
@@ -60,7 +65,8 @@ def cut_api(netns: str) -> str:
         tcp sport {NODE_API_PORT} ip saddr 127.0.0.1 drop
     }}
 }}
-""")
+""",
+    )
     return CUT_API
 
 
@@ -69,11 +75,15 @@ def drop(netns: str, rule: str, *, hook: str = "output") -> str:
     `rule` is one nft match, e.g. `ip daddr 192.0.2.12 udp dport 7946`."""
     if any(c in rule for c in ";{}\n") or hook not in ("input", "output"):
         raise FaultError(f"one nft match and hook input/output expected, got {rule!r} {hook!r}")
-    _load(netns, DROP, f"""table {DROP} {{
+    _load(
+        netns,
+        DROP,
+        f"""table {DROP} {{
     chain {hook} {{
         type filter hook {hook} priority -500; policy accept;
         {rule} drop
     }}
 }}
-""")
+""",
+    )
     return DROP

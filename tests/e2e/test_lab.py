@@ -160,7 +160,7 @@ def assert_demo_served(run: Run, demo: subprocess.CompletedProcess[str]) -> None
     nodes = run.ready()["nodes"]
     assert isinstance(nodes, dict)
     assert neigh[neigh.index("lladdr") + 1] == nodes[owner]["mac"] and "PERMANENT" not in neigh
-    assert f"lbctl.io/AnnouncedL2  True  announced by {owner} on eth0" in demo.stdout
+    assert f"lbctl.io/AnnouncedL2  True  announced {vip} by node {owner} on eth0" in demo.stdout
 
 
 def assert_nothing_left(run: Run, procs: list[ProcRecord]) -> None:

@@ -562,7 +562,25 @@ def test_with_the_whole_api_stopped_ips_stay_and_failover_still_works(
     moved_to(l2, vip, first, 15.0)
 
 
+def test_a_deleted_service_leaves_no_metric_series_behind(
+    l2: L2Bed, app: Callable[..., str]
+) -> None:
+    vip = app("series")
+    owner = ranking(l2, vip)[0]
+    served(l2, vip)
+    assert l2.announcing(owner, vip)
+    l2.core.delete_namespaced_service("series", NS)
+    wait_for(lambda: not any(l2.announcing(n, vip) for n in l2.speakers), 10.0,
+             "every lbctl_l2_announced series of the IP gone")  # fmt: skip
+
+
 # -- other responders ------------------------------------------------------------------------------
+
+
+def test_no_duplicate_responder_is_reported_between_speakers(l2: L2Bed) -> None:
+    """After every takeover, hand-back and conflict above, speakers knew each other's MACs."""
+    counts = {n: l2.metric(n, "lbctl_l2_duplicate_responders_total") for n in l2.speakers}
+    assert counts == dict.fromkeys(l2.speakers, 0.0)
 
 
 def test_a_foreign_responder_is_reported_as_a_duplicate(l2: L2Bed, app: Callable[..., str]) -> None:
