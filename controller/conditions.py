@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from lbctl.core.allocator import Assignment
 from lbctl.core.model import IPAddress
 from lbctl.core.reasons import AllocFailure, AllocSuccess
+from lbctl.core.timefmt import rfc3339
 
 CONDITION_TYPE = "lbctl.io/IPAllocated"
 # metav1.Condition caps message at 32768 characters; keep Events and conditions well below.
@@ -31,10 +32,6 @@ class Verdict:
     @property
     def status(self) -> str:
         return "True" if self.allocated else "False"
-
-
-def rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ip_list(ips: Sequence[IPAddress]) -> str:

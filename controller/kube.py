@@ -20,9 +20,9 @@ from typing import Any, TypeVar, cast
 import urllib3
 from kubernetes import client
 
-from controller.conditions import rfc3339
 from controller.events import COMPONENT, EventWrite
 from controller.observed import ServiceWrite
+from lbctl.core.timefmt import rfc3339
 
 log = logging.getLogger("lbctl.controller.kube")
 T = TypeVar("T")

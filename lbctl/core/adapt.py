@@ -28,6 +28,7 @@ from lbctl.core.model import (
     service_key,
 )
 from lbctl.core.reasons import AllocFailure
+from lbctl.core.timefmt import rfc3339
 
 PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 _FAMILY_NAMES = {f.k8s: f for f in Family}
@@ -88,7 +89,7 @@ def _timestamp(value: object) -> str:
         return value
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return rfc3339(aware)
     return ""
 
 

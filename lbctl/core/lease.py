@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from lbctl.core.timefmt import micro_time
 
 LEASE_NAME = "lbctl-controller"
 Body = dict[str, Any]
@@ -45,11 +47,6 @@ class LeaseTiming:
             raise ValueError("renew_deadline must be below lease_duration (the fencing margin)")
         if not 0 < self.request_timeout <= self.renew_deadline:
             raise ValueError("request_timeout must be positive and at most renew_deadline")
-
-
-def micro_time(moment: datetime) -> str:
-    """metav1.MicroTime: RFC 3339 with exactly six fractional digits, in UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)
