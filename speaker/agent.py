@@ -170,6 +170,7 @@ class Agent:
             now = time.monotonic()
             if ok:
                 self.fresh_until = now + FRESH_FOR
+                self.dataplane.api_answered(now)
             fresh = now < self.fresh_until
             self.metrics.api_fresh.set(1 if fresh else 0)
             self.dataplane.set_fresh(fresh)

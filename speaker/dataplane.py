@@ -135,6 +135,10 @@ class DataPlane:
     def set_fresh(self, fresh: bool) -> None:
         self._call(self._set_fresh, fresh)
 
+    def api_answered(self, at: float) -> None:
+        """The API answered a probe at `at` (monotonic): this node is not isolated."""
+        self._call(self.liveness.api_ok, at)
+
     def stop(self, *, graceful: bool) -> None:
         """Leave (tell the monitors, wait for their takeover) when graceful, then stop."""
         loop, thread = self.loop, self._thread
@@ -200,8 +204,6 @@ class DataPlane:
                 log.warning("loop_stalled seconds=%.2f frames_dropped=%d", lag, dropped)
             self.liveness.on_lag(lag, now)
             expected = now + PROBE_INTERVAL
-            if self.fresh:
-                self.liveness.api_ok(now)
             self._act(self.liveness.tick(now))
             self._apply()
 

@@ -342,6 +342,8 @@ class Liveness:
     def isolated(self, now: float) -> bool:
         """Neither a peer's word nor an API success for ISOLATED_AFTER: this node must not keep
         answering (a node cut off from everything)."""
+        if not self.heard:
+            return False  # no other speaker exists (or ever spoke): nobody else could take over
         quiet = now - max(self.last_contact, self.last_api_ok)
         return quiet >= ISOLATED_AFTER
 
