@@ -8,23 +8,10 @@ import logging
 import os
 import sys
 
-from controller.config import DEFAULT_CONFIG_MAP, parse_ref
+from controller.config import DEFAULT_CONFIG_MAP
 from controller.lease import default_identity
 from controller.runner import DEFAULT_LEASE_NAMESPACE, Controller, Options
-
-
-def _ref(text: str) -> tuple[str, str]:
-    try:
-        return parse_ref(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+from lbctl.flags import host_port, object_ref
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     p.add_argument(
         "--config-map",
-        type=_ref,
+        type=object_ref,
         default=DEFAULT_CONFIG_MAP,
         metavar="NS/NAME",
         help="the pool ConfigMap (default: %(default)s)",
@@ -48,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-bind-address",
-        type=_bind,
+        type=host_port,
         default=("0.0.0.0", 7472),
         metavar="HOST:PORT",
         help="serve /metrics, /livez and /readyz here (default: 0.0.0.0:7472; port 0 picks one)",

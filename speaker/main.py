@@ -10,21 +10,8 @@ import signal
 import sys
 import threading
 
+from lbctl.flags import host_port, object_ref
 from speaker.runner import DEFAULT_PROBE_PORT, Options, Speaker
-
-
-def _ref(text: str) -> tuple[str, str]:
-    namespace, sep, name = text.partition("/")
-    if not sep or not namespace or not name or "/" in name:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAMESPACE/NAME")
-    return namespace, name
-
-
-def _bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,18 +26,21 @@ def parser() -> argparse.ArgumentParser:
         help="this node's name (default: $NODE_NAME)",
     )
     p.add_argument(
-        "--config-map", type=_ref, default=("lbctl-system", "lbctl-config"), metavar="NS/NAME",
+        "--config-map",
+        type=object_ref,
+        default=("lbctl-system", "lbctl-config"),
+        metavar="NS/NAME",
         help="the pool ConfigMap (default: lbctl-system/lbctl-config)",
-    )  # fmt: skip
+    )
     p.add_argument("--lb-class", default=None, help="announce only Services of this class")
     p.add_argument(
-        "--probe-bind-address", type=_bind, default=("0.0.0.0", DEFAULT_PROBE_PORT),
+        "--probe-bind-address", type=host_port, default=("0.0.0.0", DEFAULT_PROBE_PORT),
         metavar="HOST:PORT",
         help="UDP address for liveness probes between speakers (default: 0.0.0.0:%(default)s); "
         "every speaker must use the same port",
     )  # fmt: skip
     p.add_argument(
-        "--metrics-bind-address", type=_bind, default=("0.0.0.0", 7472), metavar="HOST:PORT",
+        "--metrics-bind-address", type=host_port, default=("0.0.0.0", 7472), metavar="HOST:PORT",
         help="serve /metrics, /livez and /readyz here (default: 0.0.0.0:7472)",
     )  # fmt: skip
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
