@@ -1,21 +1,27 @@
-"""Controller convergence bench: create -> IP p50/p99, a burst to all IPs, RSS at N Services.
+"""Controller convergence bench: create -> IP p50/p99, a burst to all IPs, RSS at N Services, and
+how long users wait for the controller against how long the API server alone needs.
 
 Run `python bench/convergence.py` (full: issue sizes, 3 runs, medians; exits 1 if a target is
 missed) or `--smoke` (CI: small sizes, one run; fails only on gross failures, since CI machines
-are noisy). The bed API server and the controller each run as a separate process (the controller
-as `lbctl-controller`, so its RSS is its own); this process only creates Services and watches
-them. Figures are recorded in docs/performance.md.
+are noisy). Each run gets a fresh real control plane (lbctl/lab/controlplane.py: etcd,
+kube-apiserver with TLS, RBAC and its audit log, controller-manager, scheduler) and
+`lbctl-controller` as its own process under its ServiceAccount (deploy/rbac.yaml), so its RSS is
+its own; this process creates Services as the admin (client certificate) and watches them. A
+component that does not start fails the bench (exit 1). Figures are in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
 import platform
+import queue
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -26,23 +32,49 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from lbctl.lab import procs
+import yaml
+
+from controller.conditions import CONDITION_TYPE
+from controller.events import COMPONENT
+from controller.operator import WORKERS
+from lbctl.core.annotations import ALLOCATED_FROM_POOL
+from lbctl.lab import kubebin, procs
+from lbctl.lab.agents import CONFIG_MAP, NAMESPACE, apply_rbac, free_port
+from lbctl.lab.controlplane import ControlPlane
 
 BIN = Path(sys.executable).parent
-CONFIG_NS, CONFIG_NAME = "lbctl-system", "lbctl-config"
-# IPv6 single-stack Services without node ports: the bed's IPv4 cluster-IP range is a /24 (254
-# Services) and node ports are 2,768; an IPv6 pool in 2001:db8::/32 (RFC 3849) holds 65,536.
-POOL = "2001:db8:b::/112"
+CONFIG_NS, CONFIG_NAME = CONFIG_MAP.split("/", 1)
+CONTROLLER_SA = "lbctl-controller"  # deploy/rbac.yaml's ServiceAccount in lbctl-system
+# IPv6 single-stack Services without node ports: the real server's IPv4 Service range is a /25
+# (126 Services) and node ports are 2,768; its IPv6 range is a /108, and the pool, in
+# 2001:db8::/32 (RFC 3849), holds 65,536.
+POOL, POOL_NAME = "2001:db8:b::/112", "bench"
+# The API-server-alone writes put other values of the same length in the same fields: writing
+# what the controller wrote would be a no-op the server answers without touching etcd.
+ALONE_PREFIX, ALONE_POOL = "2001:db8:c::", "alone"
 CONFIG_HEAD = "apiVersion: lbctl.io/v1alpha1\nkind: Config\n"
 MB = 1e6 / 2**20  # MiB: the targets are in MB (10^6 bytes), /proc reports KiB
 P99_TARGET, BURST_TARGET, GROWTH_TARGET, TOTAL_TARGET = 0.100, 5.0, 50 * MB, 200 * MB  # s, s, MiB
+RATIO_TARGET = 2.0  # issue 11: all IPs for 10,000 at once / the API server alone, same writes
 SMOKE_TOTAL_LIMIT = 400.0  # MiB: --smoke fails only above this (or on a Service with no IP)
 QUIET = 0.5  # s without a Service event after the warm-up (see warm_up)
 START_TIMEOUT, IP_TIMEOUT = 60.0, 10.0  # s: a process to be ready; one Service to get its IP
+JOIN_TIMEOUT = 3600.0  # s: only a bound; 10,000 creates take minutes on 2 busy cores
 STRATEGIC, MERGE = "application/strategic-merge-patch+json", "application/merge-patch+json"
+SERVER_ROLES = ("kube-apiserver", "etcd", "kube-controller-manager")  # ControlPlane's roles
+WRITE_KINDS = ("status patch", "annotation patch", "Event")  # controller/kube.py, per Service
 Body = dict[str, Any]
+# ControlPlaneError, KubeBinError and a controller that exits are RuntimeErrors; kubectl timing
+# out (RBAC, the token) a SubprocessError; the API server going away an OSError or HTTPException.
+FAILURES = (
+    TimeoutError,
+    RuntimeError,
+    OSError,
+    http.client.HTTPException,
+    subprocess.SubprocessError,
+)
 
 
 @dataclass(frozen=True)
@@ -51,10 +83,14 @@ class Sizes:
     burst: int
     rss: int
     runs: int
-    threads: int = 4  # client threads posting a burst (this process; the bed has its own CPU)
+    paced: int  # Services created one at a time for the paced RSS figure (0: not measured)
+    threads: int = 4  # client threads posting a burst (this process; the server has its own CPU)
+    writers: int = WORKERS  # the controller's writer tasks (controller/operator.py)
 
 
-FULL, SMOKE = Sizes(200, 1_000, 10_000, 3), Sizes(50, 200, 1_000, 1)
+# --smoke stays well under CI's 120 s on 2 busy cores: two control planes (~10 s each to start
+# and stop), creates at 15-150/s on the real server, and no paced run (40 ms+ per Service).
+FULL, SMOKE = Sizes(200, 1_000, 10_000, 3, 10_000), Sizes(50, 200, 300, 1, 0)
 
 
 # ---- processes ---------------------------------------------------------------------------
@@ -65,58 +101,21 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
     return procs.wait_for(pred, timeout, what, error=TimeoutError, interval=0.01)
 
 
-def kubeconfig(path: Path, url: str, identity: str) -> Path:
-    """A kubeconfig whose bearer token is `identity` (the bed logs requests by identity)."""
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "bed", "cluster": {"server": url}}],
-        "users": [{"name": identity, "user": {"token": identity}}],
-        "contexts": [{"name": "bed", "context": {"cluster": "bed", "user": identity}}],
-        "current-context": "bed",
-    }
-    path.write_text(json.dumps(doc), encoding="utf-8")  # JSON is YAML
-    return path
-
-
 def alive(proc: subprocess.Popen[bytes], log: Path) -> None:
     if proc.poll() is not None:
-        raise RuntimeError(f"{proc.args!r} exited {proc.returncode}: {log.read_text()[-2000:]}")
+        raise RuntimeError(f"{proc.args!r} exited {proc.returncode}: {procs.log_tail(log)}")
 
 
 @contextlib.contextmanager
-def bed(tmp: Path) -> Iterator[tuple[str, int]]:
-    """The bed API server as its own process (`python -m lbctl.lab.apiserver`): URL and PID."""
-    log = tmp / "apiserver.log"
-    with procs.logged([sys.executable, "-m", "lbctl.lab.apiserver", "--port", "0"], log) as proc:
-
-        def url() -> str | None:
-            alive(proc, log)
-            for line in log.read_text().splitlines():
-                if line.startswith("apiserver listening url="):
-                    return line.split("=", 1)[1].strip()
-            return None
-
-        yield wait_until(url, START_TIMEOUT, "the bed API server"), proc.pid
-
-
-def controller_cmd(kc: Path) -> list[str]:
-    """As shipped: leader election on (one replica holds the Lease in lbctl-system)."""
-    cmd = [str(BIN / "lbctl-controller"), f"--kubeconfig={kc}", "--log-level=WARNING"]
-    return [
-        *cmd,
-        f"--config-map={CONFIG_NS}/{CONFIG_NAME}",
-        "--metrics-bind-address=127.0.0.1:{port}",
-    ]
-
-
-@contextlib.contextmanager
-def controller(tmp: Path, url: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """`lbctl-controller` as its own process, ready (/readyz) and settled (a first IP given)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [c.format(port=port) for c in controller_cmd(kubeconfig(tmp / "kc", url, "ctl"))]
+def controller(tmp: Path, cp: ControlPlane) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`lbctl-controller` as shipped (leader election on, one replica holding the Lease in
+    lbctl-system), with a token of its ServiceAccount; yielded once /readyz answers."""
+    kubeconfig = cp.service_account_kubeconfig(NAMESPACE, CONTROLLER_SA, tmp / "controller.kc")
+    port = free_port()
+    cmd = [
+        str(BIN / "lbctl-controller"), f"--kubeconfig={kubeconfig}", "--log-level=WARNING",
+        f"--config-map={CONFIG_MAP}", f"--metrics-bind-address=127.0.0.1:{port}",
+    ]  # fmt: skip
     log = tmp / "controller.log"
     with procs.logged(cmd, log) as proc:
 
@@ -161,26 +160,47 @@ def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field_name} for PID {pid}")
 
 
-# ---- the bench's own client: raw HTTP, no deserialising into models ------------------------
+# ---- the bench's own client: raw HTTPS, no deserialising into models ------------------------
+# Not the `kubernetes` client: the bench must cost the machine as little as it can, and the
+# alone writes must be the API server's time, not a client library's.
+
+
+@dataclass(frozen=True)
+class Api:
+    """The API server and the admin's client certificate (system:masters)."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext
+
+    @classmethod
+    def admin(cls, cp: ControlPlane) -> Api:
+        user = yaml.safe_load(cp.admin_kubeconfig.read_text())["users"][0]["user"]
+        tls = ssl.create_default_context(cafile=str(cp.pki.ca))
+        tls.load_cert_chain(user["client-certificate"], user["client-key"])
+        parsed = urllib.parse.urlsplit(cp.url)
+        return cls(parsed.hostname or "127.0.0.1", parsed.port or 443, tls)
 
 
 class Client:
-    """One keep-alive connection to the bed (one per thread)."""
+    """One keep-alive connection to the API server (one per thread)."""
 
-    def __init__(self, url: str, token: str = "bench") -> None:
-        parsed = urllib.parse.urlsplit(url)
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+    def __init__(self, api: Api) -> None:
+        # The User-Agent names the bench in the audit log (and as the field manager).
+        self.headers = {"Content-Type": "application/json", "User-Agent": "lbctl-bench"}
+        self.conn = http.client.HTTPSConnection(api.host, api.port, timeout=30, context=api.tls)
 
-    def call(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> Body:
+    def send(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> bytes:
         headers = {**self.headers, "Content-Type": ctype} if ctype else self.headers
         self.conn.request(method, path, body=body, headers=headers)
         resp = self.conn.getresponse()
         data = resp.read()
         if resp.status >= 300:
             raise RuntimeError(f"{method} {path}: HTTP {resp.status} {data[:300]!r}")
-        result: Body = json.loads(data)
+        return data
+
+    def call(self, method: str, path: str, body: bytes | None = None, ctype: str = "") -> Body:
+        result: Body = json.loads(self.send(method, path, body, ctype))
         return result
 
     def close(self) -> None:
@@ -200,13 +220,14 @@ def service_body(name: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def prepare(url: str, namespaces: list[str]) -> None:
-    """The pool ConfigMap and the namespaces the measurements create Services in."""
-    c = Client(url)
+def prepare(api: Api, namespaces: list[str]) -> None:
+    """The pool ConfigMap (in lbctl-system, which deploy/rbac.yaml creates) and the namespaces
+    the measurements create Services in."""
+    c = Client(api)
     try:
-        for ns in [CONFIG_NS, *namespaces]:
+        for ns in namespaces:
             c.call("POST", "/api/v1/namespaces", json.dumps({"metadata": {"name": ns}}).encode())
-        text = f'{CONFIG_HEAD}pools:\n- name: bench\n  addresses: ["{POOL}"]\n'
+        text = f'{CONFIG_HEAD}pools:\n- name: {POOL_NAME}\n  addresses: ["{POOL}"]\n'
         cm = {"metadata": {"name": CONFIG_NAME}, "data": {"config.yaml": text}}
         c.call("POST", f"/api/v1/namespaces/{CONFIG_NS}/configmaps", json.dumps(cm).encode())
     finally:
@@ -215,14 +236,16 @@ def prepare(url: str, namespaces: list[str]) -> None:
 
 @dataclass
 class Watch:
-    """All Services on one watch stream: when each first showed an IP; which carry our annotation.
+    """All Services on one watch stream: when each first showed an IP, which carry our
+    annotation, and each one's latest resourceVersion and uid.
 
     Counts per namespace make a wait for 10,000 Services O(1) per event.
     """
 
-    url: str
+    api: Api
     ip_at: dict[str, float] = field(default_factory=dict)  # "ns/name" -> perf_counter()
     annotated: set[str] = field(default_factory=set)
+    latest: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (rv, uid)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (ns, "ip"|"ann") -> n
     ended: bool = False
     last_event: float = 0.0  # perf_counter() of the latest event
@@ -230,7 +253,7 @@ class Watch:
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def start(self) -> None:
-        self.client = Client(self.url)
+        self.client = Client(self.api)
         rv = self.client.call("GET", "/api/v1/services?limit=1")["metadata"]["resourceVersion"]
         query = f"watch=true&resourceVersion={rv}&timeoutSeconds=3600"
         self.client.conn.request("GET", f"/api/v1/services?{query}", headers=self.client.headers)
@@ -244,7 +267,7 @@ class Watch:
         try:
             for line in resp:
                 self._seen(time.perf_counter(), json.loads(line)["object"])
-        except Exception:  # the stream's end (stop() or the bed) ends the waits
+        except Exception:  # the stream's end (stop() or the server) ends the waits
             pass
         with self.cond:
             self.ended = True
@@ -255,9 +278,10 @@ class Watch:
         ns = str(meta.get("namespace"))
         key = f"{ns}/{meta.get('name')}"
         has_ip = bool(((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"))
-        has_ann = "lbctl.io/ip-allocated-from-pool" in (meta.get("annotations") or {})
+        has_ann = ALLOCATED_FROM_POOL in (meta.get("annotations") or {})
         with self.cond:
             self.last_event = now
+            self.latest[key] = (str(meta.get("resourceVersion")), str(meta.get("uid")))
             if has_ip and key not in self.ip_at:
                 self.ip_at[key] = now
                 self.counts[ns, "ip"] = self.counts.get((ns, "ip"), 0) + 1
@@ -298,104 +322,37 @@ class Watch:
         self.client.close()
 
 
-# ---- measurements ------------------------------------------------------------------------
-
-Request = tuple[str, str, bytes, str]  # method, path, body, content type
+# ---- a run's bed -------------------------------------------------------------------------
 
 
-def post_all(url: str, requests: list[Request], threads: int) -> float:
-    """Send requests from `threads` connections as fast as the bed answers; seconds taken."""
-    shares = [requests[i::threads] for i in range(threads)]
-    barrier = threading.Barrier(threads + 1)
-    errors: list[BaseException] = []
-
-    def work(share: list[Request]) -> None:
-        c = Client(url)
-        try:
-            barrier.wait(timeout=30)
-            for method, path, body, ctype in share:
-                c.call(method, path, body, ctype)
-        except Exception as err:  # reported by the caller, which owns the exit status
-            errors.append(err)
-        finally:
-            c.close()
-
-    workers = [threading.Thread(target=work, args=(s,), daemon=True) for s in shares]
-    for w in workers:
-        w.start()
-    barrier.wait(timeout=30)
-    t0 = time.perf_counter()
-    for w in workers:
-        w.join(timeout=900)
-    took = time.perf_counter() - t0
-    if errors or any(w.is_alive() for w in workers):
-        raise RuntimeError(f"posting {len(requests)} requests: {errors[:1] or 'stuck'}")
-    return took
-
-
-def creates(ns: str, names: list[str]) -> list[Request]:
-    path = f"/api/v1/namespaces/{ns}/services"
-    return [("POST", path, service_body(n), "") for n in names]
-
-
-def singles(url: str, watch: Watch, ns: str, n: int) -> list[tuple[float, float, float]]:
-    """(create sent -> IP seen, create returned -> IP seen, create request), one at a time."""
-    c = Client(url)
-    found: list[tuple[float, float, float]] = []
-    try:
-        for i in range(n):
-            key = f"{ns}/s{i:05d}"
-            t0 = time.perf_counter()
-            c.call("POST", f"/api/v1/namespaces/{ns}/services", service_body(f"s{i:05d}"))
-            t1 = time.perf_counter()
-            watch.wait(watch.has_ip(key), IP_TIMEOUT, f"an IP on {key}")
-            found.append((watch.ip_at[key] - t0, watch.ip_at[key] - t1, t1 - t0))
-    finally:
-        c.close()
-    return found
-
-
-@dataclass(frozen=True)
-class Burst:
-    all_ips: float  # s from the first create sent to the last Service showing an IP
-    creates: float  # s the creates alone took
-    controller_cpu: float  # CPU s each process used meanwhile: who is the bottleneck
-    bed_cpu: float
-
-
-def burst(s: Session, ns: str, n: int, threads: int) -> Burst:
-    """n Services posted at once, from `threads` connections; wait until all show an IP."""
-    names = [f"b{i:05d}" for i in range(n)]
-    cpu0 = cpu_s(s.controller), cpu_s(s.bed)
-    t0 = time.perf_counter()
-    took = post_all(s.url, creates(ns, names), threads)
-    s.watch.wait_count(ns, "ip", n, max(60.0, n * 0.1))
-    all_ips = max(s.watch.ip_at[f"{ns}/{name}"] for name in names) - t0
-    return Burst(all_ips, took, cpu_s(s.controller) - cpu0[0], cpu_s(s.bed) - cpu0[1])
-
-
-def warm_up(url: str, watch: Watch) -> None:
-    """One Service through the whole path: kopf's watches are up, first-call costs are paid."""
-    c = Client(url)
-    try:
-        c.call("POST", "/api/v1/namespaces/warm/services", service_body("warm"))
-    finally:
-        c.close()
-    watch.wait_count("warm", "ip", 1, START_TIMEOUT)
-    watch.wait_count("warm", "ann", 1, IP_TIMEOUT)
-    # Measure the steady state: the warm-up's own writes and the Lease take-over have settled.
-    # (Before the fix of "activation under churn" in docs/performance.md this wait was needed.)
-    quiet = lambda: time.perf_counter() - watch.last_event >= QUIET  # noqa: E731
-    wait_until(quiet, IP_TIMEOUT, f"{QUIET} s without a Service event")
-
-
-@dataclass(frozen=True)
+@dataclass
 class Session:
-    url: str
+    """One run: a fresh control plane with deploy/rbac.yaml applied, the namespaces and pool,
+    the bench's watch, and a ready controller (stopped for the API-server-alone writes)."""
+
+    cp: ControlPlane
+    api: Api
     watch: Watch
-    bed: int  # PIDs
-    controller: int = 0
-    metrics_port: int = 0
+    controller: subprocess.Popen[bytes]
+    controller_log: Path
+    metrics_port: int
+    controller_stopped: bool = False
+
+    def check(self) -> None:
+        """Raise if a process the run needs has exited."""
+        self.cp.check_alive()
+        if not self.controller_stopped:
+            alive(self.controller, self.controller_log)
+
+    def stop_controller(self) -> None:
+        self.controller_stopped = True
+        procs.stop(self.controller)
+
+    def cpu(self, roles: tuple[str, ...]) -> dict[str, float]:
+        """CPU seconds used so far by each role: the controller, the control plane's, bench."""
+        pids = {c.role: c.proc.pid for c in self.cp.children}
+        pids["controller"], pids["bench"] = self.controller.pid, os.getpid()
+        return {role: cpu_s(pids[role]) for role in roles}
 
     def metric(self, prefix: str) -> float:
         """Sum of the controller's /metrics samples whose line starts with prefix."""
@@ -409,35 +366,238 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(with_controller: bool = True) -> Iterator[Session]:
-    """A fresh bed, its namespaces and pool, the bench's watch and (optionally) a controller."""
-    with tempfile.TemporaryDirectory(prefix="lbctl-bench-") as tmp, bed(Path(tmp)) as (url, pid):
-        prepare(url, ["warm", "single", "burst", "fleet"])
-        watch = Watch(url)
+def session() -> Iterator[Session]:
+    with tempfile.TemporaryDirectory(prefix="lbctl-bench-") as tmp, ControlPlane(Path(tmp)) as cp:
+        apply_rbac(cp)
+        api = Api.admin(cp)
+        prepare(api, ["warm", "single", "burst", "fleet"])
+        watch = Watch(api, guard=cp.check_alive)
         watch.start()
         try:
-            if not with_controller:
-                yield Session(url, watch, pid)
-                return
-            with controller(Path(tmp), url) as (proc, port):
-                watch.guard = lambda: alive(proc, Path(tmp) / "controller.log")
-                warm_up(url, watch)
-                yield Session(url, watch, pid, proc.pid, port)
+            with controller(Path(tmp), cp) as (proc, port):
+                s = Session(cp, api, watch, proc, Path(tmp) / "controller.log", port)
+                watch.guard = s.check
+                warm_up(api, watch)
+                yield s
         finally:
             watch.stop()
 
 
-@dataclass
+def warm_up(api: Api, watch: Watch) -> None:
+    """One Service through the whole path: kopf's watches are up, first-call costs are paid."""
+    c = Client(api)
+    try:
+        c.call("POST", "/api/v1/namespaces/warm/services", service_body("warm"))
+    finally:
+        c.close()
+    watch.wait_count("warm", "ip", 1, START_TIMEOUT)
+    watch.wait_count("warm", "ann", 1, IP_TIMEOUT)
+    # Measure the steady state: the warm-up's own writes and the Lease take-over have settled.
+    quiet = lambda: time.perf_counter() - watch.last_event >= QUIET  # noqa: E731
+    wait_until(quiet, IP_TIMEOUT, f"{QUIET} s without a Service event")
+
+
+# ---- measurements ------------------------------------------------------------------------
+
+Request = tuple[str, str, bytes, str]  # method, path, body, content type
+
+
+def post_all(api: Api, requests: list[Request], threads: int) -> float:
+    """Send requests from `threads` connections as fast as the server answers; seconds taken."""
+    shares = [requests[i::threads] for i in range(threads)]
+
+    def work(share: list[Request]) -> Callable[[Client], None]:
+        def send(c: Client) -> None:
+            for method, path, body, ctype in share:
+                c.send(method, path, body, ctype)
+
+        return send
+
+    return in_parallel(api, [work(s) for s in shares], f"posting {len(requests)} requests")
+
+
+def in_parallel(api: Api, jobs: list[Callable[[Client], None]], doing: str) -> float:
+    """Each job on its own thread and connection, started together; seconds until all end."""
+    barrier = threading.Barrier(len(jobs) + 1)
+    errors: list[BaseException] = []
+
+    def run(job: Callable[[Client], None]) -> None:
+        c = Client(api)
+        try:
+            c.conn.connect()  # the TLS handshake before the clock starts
+            barrier.wait(timeout=30)
+            job(c)
+        except Exception as err:  # reported by the caller, which owns the exit status
+            errors.append(err)
+        finally:
+            c.close()
+
+    workers = [threading.Thread(target=run, args=(j,), daemon=True) for j in jobs]
+    for w in workers:
+        w.start()
+    barrier.wait(timeout=30)
+    t0 = time.perf_counter()
+    for w in workers:
+        w.join(timeout=JOIN_TIMEOUT)
+    took = time.perf_counter() - t0
+    if errors or any(w.is_alive() for w in workers):
+        raise RuntimeError(f"{doing}: {errors[:1] or 'stuck'}")
+    return took
+
+
+def creates(ns: str, names: list[str]) -> list[Request]:
+    path = f"/api/v1/namespaces/{ns}/services"
+    return [("POST", path, service_body(n), "") for n in names]
+
+
+def burst_names(n: int) -> list[str]:
+    return [f"b{i:05d}" for i in range(n)]
+
+
+def singles(api: Api, watch: Watch, ns: str, n: int) -> list[tuple[float, float, float]]:
+    """(create sent -> IP seen, create returned -> IP seen, create request), one at a time."""
+    c = Client(api)
+    found: list[tuple[float, float, float]] = []
+    try:
+        for i in range(n):
+            key = f"{ns}/s{i:05d}"
+            t0 = time.perf_counter()
+            c.send("POST", f"/api/v1/namespaces/{ns}/services", service_body(f"s{i:05d}"))
+            t1 = time.perf_counter()
+            watch.wait(watch.has_ip(key), IP_TIMEOUT, f"an IP on {key}")
+            found.append((watch.ip_at[key] - t0, watch.ip_at[key] - t1, t1 - t0))
+    finally:
+        c.close()
+    return found
+
+
+def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {role: after[role] - before[role] for role in before}
+
+
+@dataclass(frozen=True)
+class Burst:
+    all_ips: float  # s from the first create sent to the last Service showing an IP
+    creates: float  # s the creates alone took
+    cpu: dict[str, float]  # CPU s each process used meanwhile: who is the bottleneck
+
+
+def burst(s: Session, ns: str, n: int, threads: int) -> Burst:
+    """n Services posted at once, from `threads` connections; wait until all show an IP."""
+    names = burst_names(n)
+    roles = ("controller", *SERVER_ROLES)
+    cpu0 = s.cpu(roles)
+    t0 = time.perf_counter()
+    took = post_all(s.api, creates(ns, names), threads)
+    s.watch.wait_count(ns, "ip", n, max(60.0, n * 0.1))
+    all_ips = max(s.watch.ip_at[f"{ns}/{name}"] for name in names) - t0
+    return Burst(all_ips, took, used(cpu0, s.cpu(roles)))
+
+
+@dataclass(frozen=True)
+class Alone:
+    took: float  # s for every Service's writes, `writers` Services at a time
+    cpu: dict[str, float]  # CPU s each process used meanwhile (the bench's own included)
+    mean_ms: dict[str, float]  # WRITE_KINDS -> mean request time
+
+
+def controller_writes(c: Client, ns: str, name: str, seen: tuple[str, str], ip: str) -> list[float]:
+    """The requests controller/kube.py makes for a Service it assigned `ip`, in its order: the
+    status patch (ingress and condition, on the resourceVersion it read), the annotation patch
+    (on the status patch's resourceVersion), the Event; seconds each took."""
+    rv, uid = seen
+    path = f"/api/v1/namespaces/{ns}/services/{name}"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    message = f"assigned {ip} from pool {ALONE_POOL}"
+    cond = {"type": CONDITION_TYPE, "status": "True", "observedGeneration": 1}
+    cond |= {"lastTransitionTime": now, "reason": "Allocated", "message": message}
+    status = {"loadBalancer": {"ingress": [{"ip": ip}]}, "conditions": [cond]}
+    patch = {"metadata": {"resourceVersion": rv}, "status": status}
+    t0 = time.perf_counter()
+    patched = json.loads(c.send("PATCH", f"{path}/status", json.dumps(patch).encode(), STRATEGIC))
+    rv = patched["metadata"]["resourceVersion"]
+    t1 = time.perf_counter()
+    meta = {"resourceVersion": rv, "annotations": {ALLOCATED_FROM_POOL: ALONE_POOL}}
+    c.send("PATCH", path, json.dumps({"metadata": meta}).encode(), MERGE)
+    t2 = time.perf_counter()
+    c.send("POST", f"/api/v1/namespaces/{ns}/events", event_body(ns, name, uid, message, now))
+    return [t1 - t0, t2 - t1, time.perf_counter() - t2]
+
+
+def event_body(ns: str, name: str, uid: str, message: str, now: str) -> bytes:
+    """An Event as controller/kube.py post_event builds it."""
+    involved = {"kind": "Service", "namespace": ns, "name": name, "apiVersion": "v1", "uid": uid}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.{time.time_ns():x}0", "namespace": ns},
+        "involvedObject": involved,
+        "reason": "IPAllocated",
+        "message": message,
+        "type": "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": socket.gethostname(),
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    return json.dumps(body).encode()
+
+
+def api_alone(s: Session, ns: str, names: list[str], writers: int) -> Alone:
+    """The API server alone doing the controller's writes for the same Services, with the
+    controller stopped: `writers` connections (its writer tasks) take Services from one queue,
+    each Service's requests in the controller's order (controller_writes)."""
+    s.stop_controller()
+    todo: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+    for i, name in enumerate(names):
+        todo.put((i, name))
+    spent = dict.fromkeys(WRITE_KINDS, 0.0)
+    lock = threading.Lock()
+
+    def writer(c: Client) -> None:
+        mine = [0.0] * len(WRITE_KINDS)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                i, name = todo.get_nowait()
+                ip = f"{ALONE_PREFIX}{i + 1:x}"
+                took = controller_writes(c, ns, name, s.watch.latest[f"{ns}/{name}"], ip)
+                mine = [a + b for a, b in zip(mine, took, strict=True)]
+        with lock:
+            for kind, sec in zip(WRITE_KINDS, mine, strict=True):
+                spent[kind] += sec
+
+    roles = (*SERVER_ROLES, "bench")
+    cpu0 = s.cpu(roles)
+    took = in_parallel(s.api, [writer] * writers, f"the controller's writes for {len(names)}")
+    mean = {kind: sec / len(names) * 1000 for kind, sec in spent.items()}
+    return Alone(took, used(cpu0, s.cpu(roles)), mean)
+
+
+@dataclass(frozen=True)
 class RunFigures:
     single: list[tuple[float, float, float]]
     burst: Burst
+    alone: Alone
+    load: float  # 1-minute load average at the run's end
+
+
+def settle_then_alone(s: Session, ns: str, n: int, writers: int) -> Alone:
+    """After the controller's last write for n Services in ns (the annotation, then its Event:
+    it is idle again), the API server alone doing the same writes."""
+    s.watch.wait_count(ns, "ann", n, max(60.0, n * 0.1))
+    wait_idle(s.controller.pid, max(60.0, n * 0.01))
+    return api_alone(s, ns, burst_names(n), writers)
 
 
 def convergence_run(sizes: Sizes) -> RunFigures:
     with session() as s:
-        single = singles(s.url, s.watch, "single", sizes.singles)
+        single = singles(s.api, s.watch, "single", sizes.singles)
         s.watch.wait_count("single", "ann", sizes.singles, IP_TIMEOUT)  # quiet before the burst
-        return RunFigures(single, burst(s, "burst", sizes.burst, sizes.threads))
+        figures = burst(s, "burst", sizes.burst, sizes.threads)
+        alone = settle_then_alone(s, "burst", sizes.burst, sizes.writers)
+        return RunFigures(single, figures, alone, os.getloadavg()[0])
 
 
 @dataclass(frozen=True)
@@ -446,61 +606,39 @@ class RssFigures:
     after: float  # MiB: every Service has its IP and the controller's last write is done
     peak: float  # VmHWM
     burst: Burst
+    alone: Alone
     activations: float  # restores during the run beyond the first: leadership lost and regained
     fenced: float  # writes skipped because the replica was past its renew deadline
+    load: float
 
 
 def rss_run(sizes: Sizes) -> RssFigures:
     with session() as s:
-        before = rss_mib(s.controller)
+        pid = s.controller.pid
+        before = rss_mib(pid)
         figures = burst(s, "fleet", sizes.rss, sizes.threads)
         # RSS after the controller's last write per Service (the annotation, after the status)
         # and after it has worked off the watch events its own writes caused.
         s.watch.wait_count("fleet", "ann", sizes.rss, max(60.0, sizes.rss * 0.1))
-        wait_idle(s.controller, max(60.0, sizes.rss * 0.01))
-        after, peak = rss_mib(s.controller), rss_mib(s.controller, "VmHWM")
+        wait_idle(pid, max(60.0, sizes.rss * 0.01))
+        after, peak = rss_mib(pid), rss_mib(pid, "VmHWM")
         again = s.metric("lbctl_activations ") - 1
         fenced = s.metric('lbctl_api_writes_total{kind="fenced"')
-        return RssFigures(before, after, peak, figures, again, fenced)
+        alone = api_alone(s, "fleet", burst_names(sizes.rss), sizes.writers)
+        load = os.getloadavg()[0]
+        return RssFigures(before, after, peak, figures, alone, again, fenced, load)
 
 
-def rss_paced(sizes: Sizes) -> tuple[float, float]:
-    """RSS before and after the same number of Services created one at a time (no backlog)."""
+def rss_paced(sizes: Sizes) -> tuple[float, float] | None:
+    """RSS before and after `sizes.paced` Services created one at a time (no backlog)."""
+    if not sizes.paced:
+        return None
     with session() as s:
-        before = rss_mib(s.controller)
-        singles(s.url, s.watch, "fleet", sizes.rss)
-        s.watch.wait_count("fleet", "ann", sizes.rss, IP_TIMEOUT)
-        wait_idle(s.controller, START_TIMEOUT)
-        return before, rss_mib(s.controller)
-
-
-def bed_alone(sizes: Sizes) -> dict[str, float]:
-    """Requests/s the bed answers with no controller, for each kind of request a Service costs."""
-    n, ns = sizes.burst, "burst"
-    names = [f"b{i:05d}" for i in range(n)]
-    base = f"/api/v1/namespaces/{ns}"
-    cond = {"type": "lbctl.io/IPAllocated", "status": "True", "reason": "Allocated", "message": ""}
-    cond["lastTransitionTime"] = "2026-01-01T00:00:00Z"
-    ingress = [{"ip": "2001:db8:b::1", "ipMode": "VIP"}]
-    status = {"status": {"loadBalancer": {"ingress": ingress}, "conditions": [cond]}}
-    ann = {"metadata": {"annotations": {"lbctl.io/ip-allocated-from-pool": "bench"}}}
-    event = {"involvedObject": {"kind": "Service", "namespace": ns}, "reason": "IPAllocated"}
-    kinds: dict[str, list[Request]] = {
-        "create": creates(ns, names),
-        "status patch": [
-            ("PATCH", f"{base}/services/{m}/status", json.dumps(status).encode(), STRATEGIC)
-            for m in names
-        ],
-        "metadata patch": [
-            ("PATCH", f"{base}/services/{m}", json.dumps(ann).encode(), MERGE) for m in names
-        ],
-        "Event": [
-            ("POST", f"{base}/events", json.dumps({**event, "metadata": {"name": m}}).encode(), "")
-            for m in names
-        ],
-    }
-    with session(with_controller=False) as s:
-        return {kind: n / post_all(s.url, reqs, sizes.threads) for kind, reqs in kinds.items()}
+        before = rss_mib(s.controller.pid)
+        singles(s.api, s.watch, "fleet", sizes.paced)
+        s.watch.wait_count("fleet", "ann", sizes.paced, IP_TIMEOUT)
+        wait_idle(s.controller.pid, START_TIMEOUT)
+        return before, rss_mib(s.controller.pid)
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -523,8 +661,13 @@ def pct(values: list[float], p: int) -> float:
 
 def row(what: str, value: str, target: str = "", ok: bool | None = None) -> bool:
     verdict = "" if ok is None else ("PASS" if ok else "MISS")
-    print(f"| {what:<52} | {value:>15} | {target:>21} | {verdict:<4} |")
+    print(f"| {what:<52} | {value:>24} | {target:>21} | {verdict:<4} |")
     return ok is not False
+
+
+def cpu_text(cpu: dict[str, float]) -> tuple[str, str]:
+    short = {"kube-apiserver": "apiserver", "kube-controller-manager": "kcm"}
+    return " / ".join(short.get(r, r) for r in cpu), " / ".join(f"{v:.1f}" for v in cpu.values())
 
 
 def burst_rows(b: Burst, n: int, label: str, target: bool) -> bool:
@@ -534,9 +677,22 @@ def burst_rows(b: Burst, n: int, label: str, target: bool) -> bool:
         *(("<= 5 s", b.all_ips <= BURST_TARGET) if target else ()),
     )
     row(f"  the creates alone ({n / b.creates:,.0f}/s)", f"{b.creates:.2f} s")
-    cpu = f"{b.controller_cpu:.1f} / {b.bed_cpu:.1f} s"
-    row("  CPU used meanwhile: controller / bed", cpu)
+    row("  the last IP after the last create returned", f"{b.all_ips - b.creates:.2f} s")
+    roles, values = cpu_text(b.cpu)
+    row(f"  CPU s meanwhile: {roles}", values)
     return ok
+
+
+def alone_rows(b: Burst, a: Alone, n: int, writers: int, target: bool) -> bool:
+    """The API server alone doing the controller's writes, and the issue-11 ratio."""
+    row(f"  API server alone, the same writes ({writers} clients)", f"{a.took:.2f} s")
+    means = " / ".join(f"{a.mean_ms[k]:.1f}" for k in WRITE_KINDS)
+    row("    per request: status / annotation / Event", f"{means} ms")
+    roles, values = cpu_text(a.cpu)
+    row(f"    CPU s meanwhile: {roles}", values)
+    ratio = b.all_ips / a.took
+    verdict = ("<= 2", ratio <= RATIO_TARGET) if target else ()
+    return row(f"  => all IPs / API server alone ({n:,})", f"{ratio:.2f}", *verdict)
 
 
 def report_runs(runs: list[RunFigures], sizes: Sizes) -> bool:
@@ -549,29 +705,24 @@ def report_runs(runs: list[RunFigures], sizes: Sizes) -> bool:
             into.append(value)
         print(
             f"run {i}: create->IP p50 {got[0]:.1f} ms, p99 {got[1]:.1f} ms, max "
-            f"{max(sent):.1f} ms; burst of {sizes.burst:,}: all IPs {r.burst.all_ips:.2f} s"
+            f"{max(sent):.1f} ms; burst of {sizes.burst:,}: all IPs {r.burst.all_ips:.2f} s, "
+            f"API server alone {r.alone.took:.2f} s; load average {r.load:.2f}"
         )
-    print(f"| {'measurement':<52} | {'value':>15} | {'target':>21} | {'':<4} |")
-    print(f"|{'-' * 54}|{'-' * 16}:|{'-' * 22}:|{'-' * 6}|")
+    print(f"| {'measurement':<52} | {'value':>24} | {'target':>21} | {'':<4} |")
+    print(f"|{'-' * 54}|{'-' * 25}:|{'-' * 22}:|{'-' * 6}|")
     med = [statistics.median(v) for v in stats]
     row(f"create->IP p50 ({sizes.singles} creates, one at a time)", f"{med[0]:.1f} ms")
     ok = row("create->IP p99", f"{med[1]:.1f} ms", "<= 100 ms", med[1] <= P99_TARGET * 1000)
     row("  from the create's return: p50 / p99", f"{med[2]:.1f} / {med[3]:.1f} ms")
     row("  the create request alone: p50", f"{med[4]:.1f} ms")
-    middle = sorted(runs, key=lambda r: r.burst.all_ips)[len(runs) // 2].burst  # the median run
-    return burst_rows(middle, sizes.burst, "burst", target=True) and ok
+    middle = sorted(runs, key=lambda r: r.burst.all_ips)[len(runs) // 2]  # the median run
+    ok = burst_rows(middle.burst, sizes.burst, "burst", target=True) and ok
+    alone_rows(middle.burst, middle.alone, sizes.burst, sizes.writers, target=False)
+    return ok
 
 
-def report_bed(rates: dict[str, float], sizes: Sizes) -> None:
-    for kind, rate in rates.items():
-        row(f"  bed alone, no controller: {kind}", f"{rate:,.0f} /s")
-    # What one assigned Service costs the bed: its create, the controller's two patches and Event.
-    per = sum(1 / rate for rate in rates.values())
-    row(f"  => bed's share of a burst of {sizes.burst:,}", f"{per * sizes.burst:.2f} s")
-
-
-def report_rss(runs: list[RssFigures], paced: tuple[float, float], n: int) -> bool:
-    """Worst run against the targets (each run: a fresh bed and controller)."""
+def report_rss(runs: list[RssFigures], paced: tuple[float, float] | None, n: int) -> bool:
+    """Worst run against the RSS targets (each run: a fresh control plane and controller)."""
     growths = [f.after - f.before for f in runs]
     worst = max(runs, key=lambda f: f.after - f.before)
     growth = worst.after - worst.before
@@ -596,9 +747,35 @@ def report_rss(runs: list[RssFigures], paced: tuple[float, float], n: int) -> bo
         and ok
     )
     row("  controller peak RSS (VmHWM, worst)", f"{max(f.peak for f in runs):.1f} MiB")
-    row("  growth when created one at a time instead", f"{paced[1] - paced[0]:.1f} MiB")
-    burst_rows(worst.burst, n, "created at once (worst run)", target=False)
+    if paced is not None:
+        row("  growth when created one at a time instead", f"{paced[1] - paced[0]:.1f} MiB")
     return ok
+
+
+def report_at_once(runs: list[RssFigures], sizes: Sizes, target: bool) -> bool:
+    """n Services at once against the API server alone: the median run by ratio (issue 11)."""
+    ratios = [f.burst.all_ips / f.alone.took for f in runs]
+    print(
+        "created at once, per run: all IPs / API server alone = "
+        + ", ".join(
+            f"{f.burst.all_ips:.1f} / {f.alone.took:.1f} s = {r:.2f} (load {f.load:.2f})"
+            for f, r in zip(runs, ratios, strict=True)
+        )
+    )
+    middle = sorted(runs, key=lambda f: f.burst.all_ips / f.alone.took)[len(runs) // 2]
+    burst_rows(middle.burst, sizes.rss, "created at once (median run)", target=False)
+    return alone_rows(middle.burst, middle.alone, sizes.rss, sizes.writers, target)
+
+
+T = TypeVar("T")
+
+
+def timed(what: str, measure: Callable[[Sizes], T], sizes: Sizes) -> T:
+    """measure(sizes), with a progress line: the time it took (control plane included)."""
+    t0 = time.monotonic()
+    result = measure(sizes)
+    print(f"{what}: {time.monotonic() - t0:.0f} s, load average {os.getloadavg()[0]:.2f}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -613,27 +790,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.runs:
-        sizes = Sizes(sizes.singles, sizes.burst, sizes.rss, args.runs)
+        sizes = dataclasses.replace(sizes, runs=args.runs)
     started = time.monotonic()
     print(
         f"controller convergence bench ({'smoke' if args.smoke else 'full'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-        f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}\n"
-        "bed API server: a separate process (python -m lbctl.lab.apiserver); controller: a "
-        "separate lbctl-controller process (leader election on, one replica);\n"
-        f"Services: IPv6 single-stack, no node ports; {sizes.runs} run(s), medians"
+        f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}"
     )
     try:
-        runs = [convergence_run(sizes) for _ in range(sizes.runs)]
-        rates = bed_alone(sizes)
-        rss = [rss_run(sizes) for _ in range(sizes.runs)]
-        paced = rss_paced(sizes)
-    except (TimeoutError, RuntimeError) as err:
-        print(f"FAILED: {err}")
+        server = kubebin.versions(kubebin.ensure())["kube-apiserver"]
+        print(
+            f"control plane: etcd, {server} (TLS, RBAC, audit log), controller-manager, "
+            "scheduler, fresh per run; controller: lbctl-controller under its ServiceAccount "
+            f"(leader election on, one replica, {sizes.writers} writers);\n"
+            f"Services: IPv6 single-stack, no node ports; {sizes.runs} run(s), medians"
+        )
+        each = range(1, sizes.runs + 1)
+        runs = [timed(f"run {i}: latency and burst", convergence_run, sizes) for i in each]
+        rss = [timed(f"run {i}: RSS, created at once", rss_run, sizes) for i in each]
+        paced = timed("RSS, created one at a time", rss_paced, sizes)
+    except FAILURES as err:  # a component that did not start, or a Service without an IP
+        print(f"FAILED: {type(err).__name__}: {err}")
         return 1
     ok = report_runs(runs, sizes)
-    report_bed(rates, sizes)
     ok = report_rss(rss, paced, sizes.rss) and ok
+    ok = report_at_once(rss, sizes, target=not args.smoke) and ok
     print(f"took {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f}")
     if args.smoke:  # CI machines are noisy: only a gross failure fails
         return 1 if max(f.after for f in rss) > SMOKE_TOTAL_LIMIT else 0
