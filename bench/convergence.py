@@ -60,7 +60,9 @@ P99_TARGET, BURST_TARGET, GROWTH_TARGET, TOTAL_TARGET = 0.100, 5.0, 50 * MB, 200
 RATIO_TARGET = 2.0  # issue 11: all IPs for 10,000 at once / the API server alone, same writes
 SMOKE_TOTAL_LIMIT = 400.0  # MiB: --smoke fails only above this (or on a Service with no IP)
 QUIET = 0.5  # s without a Service event after the warm-up (see warm_up)
-START_TIMEOUT, IP_TIMEOUT = 60.0, 10.0  # s: a process to be ready; one Service to get its IP
+# s: a process to be ready; one Service to get its IP (a bound, not a target: on 2 cores shared
+# with other jobs the controller may lose its 3 s Lease, take it back and restore first).
+START_TIMEOUT, IP_TIMEOUT = 60.0, 30.0
 JOIN_TIMEOUT = 3600.0  # s: only a bound; 10,000 creates take minutes on 2 busy cores
 STRATEGIC, MERGE = "application/strategic-merge-patch+json", "application/merge-patch+json"
 SERVER_ROLES = ("kube-apiserver", "etcd", "kube-controller-manager")  # ControlPlane's roles
@@ -629,16 +631,22 @@ def rss_run(sizes: Sizes) -> RssFigures:
         return RssFigures(before, after, peak, figures, alone, again, fenced, load)
 
 
-def rss_paced(sizes: Sizes) -> tuple[float, float] | None:
+@dataclass(frozen=True)
+class PacedFigures:
+    before: float  # MiB
+    after: float
+    activations: float  # as in RssFigures
+
+
+def rss_paced(sizes: Sizes) -> PacedFigures:
     """RSS before and after `sizes.paced` Services created one at a time (no backlog)."""
-    if not sizes.paced:
-        return None
     with session() as s:
         before = rss_mib(s.controller.pid)
         singles(s.api, s.watch, "fleet", sizes.paced)
         s.watch.wait_count("fleet", "ann", sizes.paced, IP_TIMEOUT)
         wait_idle(s.controller.pid, START_TIMEOUT)
-        return before, rss_mib(s.controller.pid)
+        again = s.metric("lbctl_activations ") - 1
+        return PacedFigures(before, rss_mib(s.controller.pid), again)
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -659,9 +667,14 @@ def pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
+def table_head() -> None:
+    print(f"| {'measurement':<56} | {'value':>24} | {'target':>21} | {'':<4} |")
+    print(f"|{'-' * 58}|{'-' * 25}:|{'-' * 22}:|{'-' * 6}|")
+
+
 def row(what: str, value: str, target: str = "", ok: bool | None = None) -> bool:
     verdict = "" if ok is None else ("PASS" if ok else "MISS")
-    print(f"| {what:<52} | {value:>24} | {target:>21} | {verdict:<4} |")
+    print(f"| {what:<56} | {value:>24} | {target:>21} | {verdict:<4} |")
     return ok is not False
 
 
@@ -708,8 +721,7 @@ def report_runs(runs: list[RunFigures], sizes: Sizes) -> bool:
             f"{max(sent):.1f} ms; burst of {sizes.burst:,}: all IPs {r.burst.all_ips:.2f} s, "
             f"API server alone {r.alone.took:.2f} s; load average {r.load:.2f}"
         )
-    print(f"| {'measurement':<52} | {'value':>24} | {'target':>21} | {'':<4} |")
-    print(f"|{'-' * 54}|{'-' * 25}:|{'-' * 22}:|{'-' * 6}|")
+    table_head()
     med = [statistics.median(v) for v in stats]
     row(f"create->IP p50 ({sizes.singles} creates, one at a time)", f"{med[0]:.1f} ms")
     ok = row("create->IP p99", f"{med[1]:.1f} ms", "<= 100 ms", med[1] <= P99_TARGET * 1000)
@@ -721,8 +733,9 @@ def report_runs(runs: list[RunFigures], sizes: Sizes) -> bool:
     return ok
 
 
-def report_rss(runs: list[RssFigures], paced: tuple[float, float] | None, n: int) -> bool:
+def report_rss(runs: list[RssFigures], n: int) -> bool:
     """Worst run against the RSS targets (each run: a fresh control plane and controller)."""
+    table_head()
     growths = [f.after - f.before for f in runs]
     worst = max(runs, key=lambda f: f.after - f.before)
     growth = worst.after - worst.before
@@ -747,9 +760,14 @@ def report_rss(runs: list[RssFigures], paced: tuple[float, float] | None, n: int
         and ok
     )
     row("  controller peak RSS (VmHWM, worst)", f"{max(f.peak for f in runs):.1f} MiB")
-    if paced is not None:
-        row("  growth when created one at a time instead", f"{paced[1] - paced[0]:.1f} MiB")
     return ok
+
+
+def report_paced(paced: PacedFigures, n: int) -> None:
+    table_head()
+    growth = f"{paced.after - paced.before:.1f} MiB"
+    row(f"controller RSS growth, 0 -> {n:,} created one at a time", growth)
+    row("  Lease regained meanwhile", f"{paced.activations:.0f}")
 
 
 def report_at_once(runs: list[RssFigures], sizes: Sizes, target: bool) -> bool:
@@ -763,6 +781,7 @@ def report_at_once(runs: list[RssFigures], sizes: Sizes, target: bool) -> bool:
         )
     )
     middle = sorted(runs, key=lambda f: f.burst.all_ips / f.alone.took)[len(runs) // 2]
+    table_head()
     burst_rows(middle.burst, sizes.rss, "created at once (median run)", target=False)
     return alone_rows(middle.burst, middle.alone, sizes.rss, sizes.writers, target)
 
@@ -805,20 +824,28 @@ def main(argv: list[str] | None = None) -> int:
             f"(leader election on, one replica, {sizes.writers} writers);\n"
             f"Services: IPv6 single-stack, no node ports; {sizes.runs} run(s), medians"
         )
-        each = range(1, sizes.runs + 1)
-        runs = [timed(f"run {i}: latency and burst", convergence_run, sizes) for i in each]
-        rss = [timed(f"run {i}: RSS, created at once", rss_run, sizes) for i in each]
-        paced = timed("RSS, created one at a time", rss_paced, sizes)
+        ok = measure_and_report(sizes, smoke=args.smoke)
     except FAILURES as err:  # a component that did not start, or a Service without an IP
         print(f"FAILED: {type(err).__name__}: {err}")
         return 1
-    ok = report_runs(runs, sizes)
-    ok = report_rss(rss, paced, sizes.rss) and ok
-    ok = report_at_once(rss, sizes, target=not args.smoke) and ok
     print(f"took {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f}")
-    if args.smoke:  # CI machines are noisy: only a gross failure fails
-        return 1 if max(f.after for f in rss) > SMOKE_TOTAL_LIMIT else 0
     return 0 if ok else 1
+
+
+def measure_and_report(sizes: Sizes, smoke: bool) -> bool:
+    """Each measurement reported as soon as its runs are done (a later failure keeps them);
+    False if a target is missed (--smoke: only a gross failure, since CI machines are noisy)."""
+    each = range(1, sizes.runs + 1)
+    runs = [timed(f"run {i}: latency and burst", convergence_run, sizes) for i in each]
+    ok = report_runs(runs, sizes)
+    rss = [timed(f"run {i}: RSS, created at once", rss_run, sizes) for i in each]
+    ok = report_rss(rss, sizes.rss) and ok
+    ok = report_at_once(rss, sizes, target=not smoke) and ok
+    if sizes.paced:
+        report_paced(timed("RSS, created one at a time", rss_paced, sizes), sizes.paced)
+    if smoke:
+        return max(f.after for f in rss) <= SMOKE_TOTAL_LIMIT
+    return ok
 
 
 if __name__ == "__main__":
