@@ -53,3 +53,18 @@ class NodeSkip(enum.StrEnum):
     NODE_UNREACHABLE = "NodeUnreachable"  # tainted node.kubernetes.io/unreachable
     NODE_NOT_READY = "NodeNotReady"  # condition Ready is False, Unknown or missing
     NO_LOCAL_ENDPOINT = "NoLocalEndpoint"  # externalTrafficPolicy Local, no ready endpoint here
+    NO_BGP_PEER = "NoBGPPeer"  # BGP: no peer of the advertisements applies to it for the IPs
+
+
+class BGPFailure(enum.StrEnum):
+    """Why no node announces a Service's IPs over BGP (the `lbctl.io/AnnouncedBGP` condition's
+    reason when False); checked in this order, so the first that holds is the one reported."""
+
+    NO_BGP_ADVERTISEMENT = "NoBGPAdvertisement"  # the IPs' pool has no BGP advertisement
+    NO_READY_ENDPOINTS = "NoReadyEndpoints"  # no ready (or serving) endpoint anywhere
+    NO_ELIGIBLE_NODE = "NoEligibleNode"  # every node is skipped (NodeSkip says why, per node)
+    NO_SESSION_ESTABLISHED = "NoSessionEstablished"  # routes planned, no session up to send them
+
+
+class BGPSuccess(enum.StrEnum):
+    ANNOUNCED = "Announced"
