@@ -45,6 +45,7 @@ from typing import Any
 
 from lbctl.core import election
 from lbctl.core.adapt import EndpointSliceInfo, HeldService, NodeInfo
+from lbctl.core.eligibility import local_nodes, node_skip, pool_of, serves
 from lbctl.core.model import (
     Config,
     IPAddress,
@@ -103,22 +104,6 @@ class _Reach:
     skipped: Mapping[NodeName, NodeSkip]
 
 
-def node_skip(node: NodeInfo) -> NodeSkip | None:
-    """Why a node may announce nothing at all, whatever the pool (NodeSkip order); None if it may.
-
-    Deliberate signals come first: an out-of-service node is usually NotReady too, and saying
-    so names the cause.
-    """
-    checks = (
-        (node.excluded, NodeSkip.NODE_EXCLUDED),
-        (node.out_of_service, NodeSkip.NODE_OUT_OF_SERVICE),
-        (node.network_unavailable, NodeSkip.NODE_NETWORK_UNAVAILABLE),
-        (node.unreachable, NodeSkip.NODE_UNREACHABLE),
-        (not node.ready, NodeSkip.NODE_NOT_READY),
-    )
-    return next((reason for failed, reason in checks if failed), None)
-
-
 def advertisements_for(config: Config, pool: PoolName | None) -> tuple[L2Advertisement, ...]:
     """The L2 advertisements covering `pool` (those listing no pool cover every pool)."""
     if pool is None:
@@ -149,16 +134,6 @@ def _reach(advertisements: Sequence[L2Advertisement], nodes: Iterable[NodeInfo])
     return _Reach(names, MappingProxyType(interfaces), MappingProxyType(skipped))
 
 
-def pool_of(config: Config, service: HeldService, ip: IPAddress) -> PoolName | None:
-    """The pool whose ranges hold `ip`, else the Service's allocated-from-pool annotation when
-    it names a configured pool (see the module docstring)."""
-    holder = next((p.name for p in config.pools if any(ip in r for r in p.ranges)), None)
-    if holder is not None:
-        return holder
-    named = service.allocated_pool
-    return named if named is not None and config.pool(named) is not None else None
-
-
 def _groups(services: Iterable[HeldService]) -> list[tuple[HeldService, ...]]:
     """Services sharing an IP, transitively; sorted within and between groups by key."""
     ordered = sorted({s.key: s for s in services}.values(), key=lambda s: s.key)
@@ -181,19 +156,6 @@ def _groups(services: Iterable[HeldService]) -> list[tuple[HeldService, ...]]:
     return [tuple(group) for group in members.values()]
 
 
-def _serves(slices: Sequence[EndpointSliceInfo]) -> bool:
-    """A ready endpoint anywhere, or a serving (terminating) one."""
-    return any(e.ready or e.serving for s in slices for e in s.endpoints)
-
-
-def _local(slices: Sequence[EndpointSliceInfo], candidates: set[NodeName]) -> set[NodeName]:
-    """Candidates with a ready local endpoint; if none has one, those with a serving one."""
-    ready = {n for s in slices for n in s.nodes_with() if n in candidates}
-    if ready:
-        return ready
-    return {n for s in slices for n in s.nodes_with(serving=True) if n in candidates}
-
-
 def _rank_group(
     key_ip: IPAddress,
     active: Sequence[HeldService],
@@ -205,7 +167,7 @@ def _rank_group(
     for service in active:
         if service.traffic_policy is not TrafficPolicy.LOCAL:
             continue
-        local = _local(slices.get(service.key, ()), candidates)
+        local = local_nodes(slices.get(service.key, ()), candidates)
         if lost := candidates - local:
             lost_skips = dict.fromkeys(sorted(lost), NodeSkip.NO_LOCAL_ENDPOINT)
             skipped = MappingProxyType({**skipped, **lost_skips})
@@ -222,7 +184,7 @@ def _plan_group(
     key_ip = members[0].ips[0]
     pool = pool_of(config, members[0], key_ip)
     reach = reach_of(pool)
-    active = [s for s in members if _serves(slices.get(s.key, ()))]
+    active = [s for s in members if serves(slices.get(s.key, ()))]
     ranking: tuple[NodeName, ...] = ()
     skipped: Mapping[NodeName, NodeSkip] = _empty()
     if not reach.advertisements:

@@ -22,7 +22,7 @@ from l2plan_helpers import (
 
 from lbctl.core.adapt import EndpointSliceInfo, HeldService, NodeInfo
 from lbctl.core.election import rank
-from lbctl.core.l2plan import node_skip
+from lbctl.core.eligibility import node_skip
 from lbctl.core.model import Config, ServiceKey
 from lbctl.core.reasons import L2Failure, NodeSkip
 
