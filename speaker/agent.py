@@ -1,7 +1,12 @@
 """The speaker's control loop: indexes of parsed fields fed by kopf's watches (Services,
-EndpointSlices, Nodes, the pool ConfigMap), the planner run on every change, the plan handed to
-the data plane, and the `lbctl.io/AnnouncedL2` condition written when it changes. Run by
-speaker.runner; kopf handlers (speaker.handlers) call the `on_*` methods.
+EndpointSlices, Nodes, the pool ConfigMap), the planners run on every change, the L2 plan handed
+to the data plane and the BGP plan to the BGP side (speaker.bgp), and the `lbctl.io/AnnouncedL2`
+and `lbctl.io/AnnouncedBGP` conditions written when they change. Run by speaker.runner; kopf
+handlers (speaker.handlers) call the `on_*` methods.
+
+A pool with only BGP advertisements gets no AnnouncedL2 condition saying NoL2Advertisement, and
+one with only L2 advertisements no AnnouncedBGP saying NoBGPAdvertisement: each condition
+speaks for a mode the Service's pool uses, or for both when it uses neither.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lbctl.configmap import load_configmap
-from lbctl.core import election, l2condition
+from lbctl.core import bgpcondition, election, l2condition
 from lbctl.core.adapt import (
     EndpointSliceInfo,
     HeldService,
@@ -27,9 +32,16 @@ from lbctl.core.adapt import (
     adapt_node,
     key_of,
 )
+from lbctl.core.bgpcondition import Sessions
+from lbctl.core.bgpplan import ServiceRoutes, plan_bgp
+from lbctl.core.eligibility import pool_of
+from lbctl.core.l2condition import L2Verdict
 from lbctl.core.l2plan import AnnouncementGroup, plan_l2
 from lbctl.core.liveness import Group
-from lbctl.core.model import Config, ConfigError, IPAddress, NodeName, ServiceKey
+from lbctl.core.model import Config, ConfigError, IPAddress, NodeName, PoolName, ServiceKey
+from lbctl.core.reasons import BGPFailure, L2Failure
+from speaker.bgp import Announcer as BGPAnnouncer
+from speaker.bgp import BGPSide
 from speaker.dataplane import DataPlane, Held, Plan
 from speaker.kube import Kube, KubeError
 from speaker.metrics import Metrics
@@ -55,7 +67,8 @@ class Observed:
     held: HeldService
     uid: str
     generation: int
-    condition: Mapping[str, object] | None
+    condition: Mapping[str, object] | None  # AnnouncedL2
+    bgp_condition: Mapping[str, object] | None = None  # AnnouncedBGP
 
 
 class Agent:
@@ -70,6 +83,7 @@ class Agent:
         *,
         config_ref: tuple[str, str],
         lb_class: str | None = None,
+        bgp: BGPAnnouncer | None = None,
     ) -> None:
         self.node = node
         self.kube = kube
@@ -82,6 +96,9 @@ class Agent:
         self.nodes: dict[NodeName, NodeInfo] = {}
         self.config: Config | None = None
         self.groups: tuple[AnnouncementGroup, ...] = ()
+        self.bgp_plans: tuple[ServiceRoutes, ...] = ()
+        self.bgp = None if bgp is None else BGPSide(node, kube, metrics, bgp, self._mark)
+        self.node_sessions: dict[NodeName, Sessions] = {}  # each node's published BGP sessions
         self.held: dict[IPAddress, Held] = {}
         self.fresh_until = 0.0
         self._dirty = asyncio.Event()
@@ -100,6 +117,7 @@ class Agent:
                 str(meta.get("uid", "")),
                 int(meta.get("generation") or 0),
                 l2condition.find(body.get("status")),
+                bgpcondition.find(body.get("status")),
             )
         self._dirty.set()
 
@@ -116,8 +134,10 @@ class Agent:
         info = adapt_node(body)
         if event == "DELETED":
             self.nodes.pop(info.name, None)
+            self.node_sessions.pop(info.name, None)
         else:
             self.nodes[info.name] = info
+            self.node_sessions[info.name] = bgpcondition.sessions_of(body)
         self._dirty.set()
 
     def on_config(self, event: str | None, body: Mapping[str, Any]) -> None:
@@ -139,6 +159,9 @@ class Agent:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._held_changed, held)
+
+    def _mark(self) -> None:
+        self._dirty.set()
 
     def _held_changed(self, held: dict[IPAddress, Held]) -> None:
         self.held = held
@@ -188,6 +211,12 @@ class Agent:
             self.config, services, by_service, self.nodes.values(), lb_class=self.lb_class
         )
         self.dataplane.update(self._plan_for_dataplane())
+        if self.bgp is not None:
+            self.bgp_plans = plan_bgp(
+                self.config, services, by_service, self.nodes.values(), lb_class=self.lb_class
+            )
+            await self.bgp.update(self.config, self.bgp_plans, self.nodes.get(self.node))
+            await self.bgp.publish()
         await self._write_conditions()
 
     def _plan_for_dataplane(self) -> Plan:
@@ -219,30 +248,74 @@ class Agent:
             return Announcing(None)
         return None
 
+    def _covered(self, pool: PoolName | None, *, bgp: bool) -> bool:
+        """Whether `pool` has an advertisement of the other mode (see the module docstring)."""
+        if self.config is None or pool is None:
+            return False
+        advertisements = self.config.bgp_advertisements if bgp else self.config.l2_advertisements
+        return any(not a.pools or pool in a.pools for a in advertisements)
+
     async def _write_conditions(self) -> None:
         for group in self.groups:
             writes = self._writes(group)
             if writes is None:
                 continue
+            silent = group.failure is L2Failure.NO_L2_ADVERTISEMENT and self._covered(
+                group.pool, bgp=True
+            )
             for key in group.services:
                 observed = self.services.get(key)
                 if observed is None:
                     continue
-                said = l2condition.verdict(group, key, writes.node, writes.interfaces)
-                if l2condition.up_to_date(observed.condition, said, observed.generation):
-                    continue
-                body = l2condition.condition(
-                    said, generation=observed.generation, now=datetime.now(UTC),
-                    previous=observed.condition,
-                )  # fmt: skip
-                namespace, _, name = key.partition("/")
-                try:
-                    await asyncio.to_thread(self.kube.patch_condition, namespace, name, body)
-                    observed.condition = body
-                    self.metrics.condition_writes.labels(result="ok").inc()
-                except KubeError as err:
-                    self.metrics.condition_writes.labels(result=str(err.status)).inc()
-                    log.warning("condition_write_failed service=%s error=%s", key, err)
+                said = None if silent else l2condition.verdict(group, key, writes.node,
+                                                               writes.interfaces)  # fmt: skip
+                observed.condition = await self._write(
+                    key, observed, observed.condition, said, l2condition
+                )
+        if self.bgp is None:
+            return
+        for plan in self.bgp_plans:
+            observed = self.services.get(plan.service)
+            if observed is None or not self.bgp.writes(plan, self.nodes):
+                continue
+            pool = plan.pool or pool_of(self.config or Config(), observed.held, plan.ips[0])
+            silent = plan.failure is BGPFailure.NO_BGP_ADVERTISEMENT and self._covered(
+                pool, bgp=False
+            )
+            said = None if silent else self.bgp.verdict(plan, self.node_sessions)
+            observed.bgp_condition = await self._write(
+                plan.service, observed, observed.bgp_condition, said, bgpcondition
+            )
+
+    async def _write(
+        self,
+        key: ServiceKey,
+        observed: Observed,
+        previous: Mapping[str, object] | None,
+        said: L2Verdict | None,
+        kind: Any,  # the condition's module: l2condition or bgpcondition
+    ) -> Mapping[str, object] | None:
+        """Write `said` as the Service's condition of `kind` unless it already says it; None
+        removes the condition (if there is one). Returns the condition now in place."""
+        if said is None:
+            if previous is None:
+                return None
+            body: dict[str, object] = {"type": kind.CONDITION_TYPE, "$patch": "delete"}
+        elif kind.up_to_date(previous, said, observed.generation):
+            return previous
+        else:
+            body = kind.condition(
+                said, generation=observed.generation, now=datetime.now(UTC), previous=previous
+            )
+        namespace, _, name = key.partition("/")
+        try:
+            await asyncio.to_thread(self.kube.patch_condition, namespace, name, body)
+        except KubeError as err:
+            self.metrics.condition_writes.labels(result=str(err.status)).inc()
+            log.warning("condition_write_failed service=%s error=%s", key, err)
+            return previous
+        self.metrics.condition_writes.labels(result="ok").inc()
+        return None if said is None else body
 
     async def post_event(self, ip: IPAddress, type_: str, reason: str, message: str) -> None:
         """An Event on every Service holding `ip`."""

@@ -1,11 +1,15 @@
 """The only module of the speaker that talks to the Kubernetes API outside kopf's watches: the
-`lbctl.io/AnnouncedL2` condition on a Service's status (a strategic-merge patch keyed on the
-condition type, never `status.loadBalancer`), Events, and the freshness probe (`GET /version`).
+`lbctl.io/AnnouncedL2` and `lbctl.io/AnnouncedBGP` conditions on a Service's status (a
+strategic-merge patch keyed on the condition type, never `status.loadBalancer`), Events, the
+BGP session states on its own Node (one annotation), a BGP peer's password Secret (read only),
+and the freshness probe (`GET /version`).
 Called by speaker.agent from worker threads; one `kubernetes` ApiClient.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import socket
 from datetime import UTC, datetime
@@ -68,6 +72,31 @@ class Kube:
             )  # fmt: skip
         except _FAILURES as err:
             raise _wrap(doing, err) from err
+
+    def annotate_node(self, key: str, value: str) -> None:
+        """Set one annotation on this speaker's own Node (a merge patch of that key only)."""
+        doing = f"annotating node {self.node} with {key}"
+        patch = {"metadata": {"annotations": {key: value}}}
+        try:
+            self.core.patch_node(self.node, patch, _request_timeout=TIMEOUT, _preload_content=False)
+        except _FAILURES as err:
+            raise _wrap(doing, err) from err
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None when the Secret has no such key. The value is
+        never logged nor put in an error."""
+        doing = f"reading secret {namespace}/{name}"
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
+        except _FAILURES as err:
+            raise _wrap(doing, err) from err
+        encoded = (secret.data or {}).get(key)
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise KubeError(doing, 0, f"key {key} is not base64 of UTF-8 text") from None
 
     def post_event(
         self, namespace: str, name: str, *, uid: str, type_: str, reason: str, message: str

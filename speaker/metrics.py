@@ -57,8 +57,32 @@ class Metrics:
             "lbctl_config_stale", "1 while the last pool ConfigMap seen was invalid", registry=r
         )
         self.condition_writes = Counter(
-            "lbctl_condition_writes", "AnnouncedL2 condition writes, by result", ["result"],
-            registry=r,
+            "lbctl_condition_writes", "AnnouncedL2 and AnnouncedBGP condition writes, by result",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.bgp_session_up = Gauge(
+            "lbctl_bgp_session_up", "1 while this node's BGP session to the peer is Established",
+            ["peer"], registry=r,
+        )  # fmt: skip
+        self.bgp_desired = Gauge(
+            "lbctl_bgp_prefixes_desired", "Prefixes this node should announce to the peer",
+            ["peer"], registry=r,
+        )  # fmt: skip
+        self.bgp_announced = Gauge(
+            "lbctl_bgp_prefixes_announced", "Prefixes ExaBGP acknowledged for the peer while "
+            "its session is Established", ["peer"], registry=r,
+        )  # fmt: skip
+        self.bgp_updates = Counter(
+            "lbctl_bgp_updates_sent", "Announce and withdraw commands ExaBGP acknowledged, by "
+            "peer", ["peer"], registry=r,
+        )  # fmt: skip
+        self.bgp_restarts = Counter(
+            "lbctl_bgp_exabgp_restarts", "ExaBGP processes restarted, by peer and reason",
+            ["peer", "reason"], registry=r,
+        )  # fmt: skip
+        self.bgp_errors = Counter(
+            "lbctl_bgp_command_errors", "Commands ExaBGP refused or did not acknowledge in time",
+            ["peer"], registry=r,
         )  # fmt: skip
         self._series: set[tuple[str, str]] = set()
 

@@ -1,0 +1,184 @@
+"""The speaker's BGP half, on the control loop: the BGP plan turned into this node's sessions and
+routes for the announcer (speaker.announcers.bgp), the announcer's reports turned into metrics,
+the node's published session states (the `lbctl.io/bgp-sessions` Node annotation) and the
+`lbctl.io/AnnouncedBGP` conditions, which speaker.agent writes.
+
+Passwords: a peer's inline password (MetalLB's legacy format) or its Secret, read through
+speaker.kube at most every SECRET_TTL seconds; a Secret that cannot be read leaves that peer
+out (its session is not started) and says which peer and which Secret, once per cause, at ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+from lbctl.core import bgpcondition, election
+from lbctl.core.adapt import NodeInfo
+from lbctl.core.bgpcondition import Sessions, SessionState
+from lbctl.core.bgpplan import NodeRoutes, ServiceRoutes, routes_for, sessions_for
+from lbctl.core.bgproutes import Desired, Session, Statuses
+from lbctl.core.l2condition import L2Verdict
+from lbctl.core.model import BGPPeer, Config, NodeName, PeerName, Secret, SecretRef
+from speaker.kube import Kube, KubeError
+from speaker.metrics import Metrics
+
+log = logging.getLogger("lbctl.speaker.bgp")
+SECRET_TTL = 30.0  # s a Secret's password is used before it is read again
+
+
+class Announcer(Protocol):
+    """What the speaker needs of a BGP announcer (speaker.announcers.bgp.BGPAnnouncer)."""
+
+    def start(self) -> None: ...
+    def configure(self, sessions: Mapping[PeerName, Session]) -> None: ...
+    def sync(self, desired: Desired) -> None: ...
+    def statuses(self) -> Statuses: ...
+    def close(self) -> None: ...
+
+
+class BGPSide:
+    """Sessions and routes of one node; runs on the control loop (kopf's)."""
+
+    def __init__(
+        self,
+        node: NodeName,
+        kube: Kube,
+        metrics: Metrics,
+        announcer: Announcer,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.node = node
+        self.kube = kube
+        self.metrics = metrics
+        self.announcer = announcer
+        self.on_change = on_change
+        self.routes = NodeRoutes({}, {})
+        self.statuses: Statuses = {}
+        self.published: str | None = None  # the annotation value last written
+        self.peers: dict[PeerName, BGPPeer] = {}
+        self._secrets: dict[SecretRef, tuple[float, Secret | None]] = {}
+        self._said: set[str] = set()  # secret problems already logged
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- plan -> announcer ---------------------------------------------------------------------
+
+    async def update(
+        self, config: Config, plans: Iterable[ServiceRoutes], me: NodeInfo | None
+    ) -> None:
+        """Hand the announcer this node's sessions and routes (it diffs; unchanged is a no-op)."""
+        self._loop = asyncio.get_running_loop()
+        self.peers = sessions_for(config, me)
+        sessions: dict[PeerName, Session] = {}
+        for name, peer in self.peers.items():
+            session = await self._session(peer, me)
+            if session is not None:
+                sessions[name] = session
+        self.routes = routes_for(config, plans, me)
+        desired = {name: routes for name, routes in self.routes.desired.items() if name in sessions}
+        self.announcer.configure(sessions)
+        self.announcer.sync(desired)
+        for name in self.peers:
+            self.metrics.bgp_desired.labels(peer=name).set(len(desired.get(name, {})))
+
+    async def _session(self, peer: BGPPeer, me: NodeInfo | None) -> Session | None:
+        if me is None:
+            return None
+        mine = [ip for ip in me.internal_ips if ip.version == peer.address.version]
+        v4 = [ip for ip in me.internal_ips if isinstance(ip, ipaddress.IPv4Address)]
+        router_id = peer.router_id or (v4[0] if v4 else None)
+        if router_id is None:
+            self._say(f"peer {peer.name}: routerID is not set and node {self.node} has no IPv4 "
+                      "InternalIP to take it from; its session is not started")  # fmt: skip
+            return None
+        local = peer.source_address or (mine[0] if mine else None)
+        password = peer.password
+        if peer.password_secret is not None:
+            password = await self._password(peer, peer.password_secret)
+            if password is None:
+                return None
+        return Session(peer, router_id, local, password)
+
+    async def _password(self, peer: BGPPeer, ref: SecretRef) -> Secret | None:
+        now = time.monotonic()
+        cached = self._secrets.get(ref)
+        if cached is not None and now - cached[0] < SECRET_TTL:
+            return cached[1]
+        where = f"peer {peer.name}: passwordSecret {ref.namespace}/{ref.name} key {ref.key}"
+        try:
+            value = await asyncio.to_thread(self.kube.read_secret_key, ref.namespace, ref.name,
+                                            ref.key)  # fmt: skip
+        except KubeError as err:
+            self._say(f"{where}: cannot be read ({err}); the session is not started")
+            value = None
+        if value is None and cached is None:
+            self._say(f"{where}: the key is missing; the session is not started")
+        password = Secret(value) if value is not None else None
+        self._secrets[ref] = (now, password)
+        return password
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            log.error("bgp_peer_unusable %s", message)
+
+    # -- announcer -> metrics, annotation, conditions ------------------------------------------
+
+    def on_status(self, statuses: Statuses) -> None:
+        """The announcer's statuses changed (called on the announcer's thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._status_changed, statuses)
+
+    def _status_changed(self, statuses: Statuses) -> None:
+        self.statuses = statuses
+        for peer, status in statuses.items():
+            self.metrics.bgp_session_up.labels(peer=peer).set(1 if status.established else 0)
+            self.metrics.bgp_announced.labels(peer=peer).set(len(status.sent))
+        self.on_change()
+
+    def own_sessions(self) -> Sessions:
+        return {
+            peer: SessionState.ESTABLISHED
+            if (s := self.statuses.get(peer)) is not None and s.established
+            else SessionState.DOWN
+            for peer in self.peers
+        }
+
+    async def publish(self) -> None:
+        """Write this node's session states on its Node when they changed."""
+        value = bgpcondition.encode_sessions(self.own_sessions())
+        if value == self.published:
+            return
+        try:
+            await asyncio.to_thread(self.kube.annotate_node, bgpcondition.SESSIONS_ANNOTATION,
+                                    value)  # fmt: skip
+            self.published = value
+        except KubeError as err:
+            log.warning("sessions_annotation_failed node=%s error=%s", self.node, err)
+
+    def writes(self, plan: ServiceRoutes, nodes: Iterable[NodeName]) -> bool:
+        """Whether this node writes `plan`'s condition: the first announcing node in rank
+        order; when nobody announces, the first of all nodes."""
+        if plan.ranking:
+            return plan.ranking[0] == self.node
+        return election.rank(nodes, plan.ips[0])[:1] == (self.node,)
+
+    def verdict(self, plan: ServiceRoutes, published: Mapping[NodeName, Sessions]) -> L2Verdict:
+        sessions = {**published, self.node: self.own_sessions()}
+        return bgpcondition.verdict(plan, sessions, own_node=self.node, own_sent=self._sent(plan))
+
+    def _sent(self, plan: ServiceRoutes) -> bool:
+        """All of this node's routes for the Service acknowledged on its Established sessions."""
+        for peer, nets in self.routes.by_service.get(plan.service, {}).items():
+            status = self.statuses.get(peer)
+            if status is not None and status.established and not nets <= status.sent:
+                return False
+        return True
+
+    def close(self) -> None:
+        self.announcer.close()
