@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apps import ask
 from kubernetes import client, config
 
 from lbctl.lab import nsutil, plan
@@ -98,22 +99,6 @@ def point_vip_at(bed: Bed, vip: str, node: str) -> None:
     nsutil.ip(
         "neigh", "replace", vip, "lladdr", mac, "dev", "eth0", "nud", "permanent", netns=netns
     )
-
-
-def ask(bed: Bed, vip: str, port: int = 80, timeout: float = 1.0) -> dict[str, str]:
-    """One TCP exchange from the client namespace: the backend's `key=value` words, or {} when
-    nothing answers (kube-proxy dropped or refused it)."""
-    data = b""
-    try:
-        with nsutil.connect_tcp_in_netns(
-            bed.topology.client.netns, vip, port, timeout=timeout
-        ) as sock:
-            sock.sendall(b"hello\n")
-            while chunk := sock.recv(4096):
-                data += chunk
-    except (nsutil.NetnsError, OSError):
-        return {}
-    return dict(word.split("=", 1) for word in data.decode().split())
 
 
 def answers_until(

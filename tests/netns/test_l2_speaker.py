@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import apps
 import pytest
 from kubernetes import client, config
 
@@ -103,7 +104,7 @@ def app(l2: L2Bed) -> Iterator[Callable[..., str]]:
     made: list[str] = []
 
     def make(name: str, replicas: int = 1, node: str | None = None, **spec: Any) -> str:
-        deploy(l2.api, name, replicas, node)
+        apps.deploy(l2.api, name, replicas, node)
         made.append(name)
         return expose(l2, name, **spec)
 
@@ -115,34 +116,14 @@ def app(l2: L2Bed) -> Iterator[Callable[..., str]]:
             client.AppsV1Api(l2.api).delete_namespaced_deployment(name, NS)
 
 
-def deploy(api: client.ApiClient, name: str, replicas: int, node: str | None) -> None:
-    labels = {"app": name}
-    pod_spec: dict[str, Any] = {
-        "terminationGracePeriodSeconds": 1,
-        "containers": [{"name": "web", "image": "lab", "ports": [{"containerPort": 8080}]}],
-    }
-    if node is not None:
-        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": node}
-    client.AppsV1Api(api).create_namespaced_deployment(NS, {
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
-    })  # fmt: skip
-
-
 def expose(l2: L2Bed, name: str, **spec: Any) -> str:
-    body = {"metadata": {"name": name}, "spec": {
-        "type": "LoadBalancer", "selector": {"app": name},
-        "ports": [{"port": 80, "targetPort": 8080}], **spec}}  # fmt: skip
-    l2.core.create_namespaced_service(NS, body)
+    apps.create_service(l2.api, name, **spec)
     ips: list[str] = wait_for(lambda: ingress(l2, name), 20.0, f"an IP on {name}")
     return ips[0]
 
 
 def ingress(l2: L2Bed, name: str) -> list[str]:
-    svc = l2.core.read_namespaced_service(name, NS)
-    lb = svc.status.load_balancer
-    return [e.ip for e in (lb.ingress or [])] if lb else []
+    return apps.ingress(l2.api, name)
 
 
 def ranking(l2: L2Bed, vip: str, without: tuple[str, ...] = ()) -> list[str]:
@@ -152,26 +133,12 @@ def ranking(l2: L2Bed, vip: str, without: tuple[str, ...] = ()) -> list[str]:
 
 
 def condition(l2: L2Bed, name: str) -> dict[str, Any] | None:
-    body = json.loads(l2.core.read_namespaced_service(name, NS, _preload_content=False).data)
-    for cond in (body.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == CONDITION:
-            return dict(cond)
-    return None
+    return apps.condition(l2.api, name, CONDITION)
 
 
 def ask(l2: L2Bed, vip: str, timeout: float = 1.0) -> dict[str, str]:
     """One TCP exchange from the client namespace (its kernel resolves the VIP itself)."""
-    data = b""
-    try:
-        with nsutil.connect_tcp_in_netns(
-            l2.bed.topology.client.netns, vip, 80, timeout=timeout
-        ) as sock:
-            sock.sendall(b"hello\n")
-            while chunk := sock.recv(4096):
-                data += chunk
-    except (nsutil.NetnsError, OSError):
-        return {}
-    return dict(word.split("=", 1) for word in data.decode().split())
+    return apps.ask(l2.bed, vip, timeout=timeout)
 
 
 def served(l2: L2Bed, vip: str, timeout: float = 15.0) -> dict[str, str]:
