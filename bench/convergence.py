@@ -38,7 +38,7 @@ import yaml
 
 from controller.conditions import CONDITION_TYPE
 from controller.events import COMPONENT
-from controller.operator import WORKERS
+from controller.writers import WORKERS
 from lbctl.core.annotations import ALLOCATED_FROM_POOL
 from lbctl.lab import kubebin, procs
 from lbctl.lab.agents import CONFIG_MAP, NAMESPACE, apply_rbac, free_port
@@ -87,7 +87,7 @@ class Sizes:
     runs: int
     paced: int  # Services created one at a time for the paced RSS figure (0: not measured)
     threads: int = 4  # client threads posting a burst (this process; the server has its own CPU)
-    writers: int = WORKERS  # the controller's writer tasks (controller/operator.py)
+    writers: int = WORKERS  # the controller's writer tasks (controller/writers.py)
 
 
 # --smoke stays well under CI's 120 s on 2 busy cores: two control planes (~10 s each to start

@@ -1,4 +1,6 @@
-"""The `lbctl.io/IPAllocated` condition (metav1.Condition) and the Verdict it shows; for reconciler.
+"""The `lbctl.io/IPAllocated` condition (metav1.Condition) and the Verdict it shows; for the
+reconciler. The shape is lbctl.core.condition's (shared with the speaker's conditions): a True
+condition carries an AllocSuccess reason, a False one an AllocFailure, and nothing else can.
 
 A condition is rewritten only when what it says changes (status, reason, message or the observed
 generation); lastTransitionTime moves only when the status flips.
@@ -11,46 +13,42 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from lbctl.core import condition as shape
 from lbctl.core.allocator import Assignment
+from lbctl.core.condition import MAX_MESSAGE, Verdict, clip
 from lbctl.core.model import IPAddress
 from lbctl.core.reasons import AllocFailure, AllocSuccess
-from lbctl.core.timefmt import rfc3339
+
+__all__ = [
+    "CONDITION_TYPE",
+    "MAX_MESSAGE",
+    "AllocVerdict",
+    "Shown",
+    "build",
+    "clip",
+    "find",
+    "for_assignment",
+    "for_failure",
+    "ip_list",
+    "kept_despite",
+    "removal",
+    "up_to_date",
+]
 
 CONDITION_TYPE = "lbctl.io/IPAllocated"
-# metav1.Condition caps message at 32768 characters; keep Events and conditions well below.
-MAX_MESSAGE = 1024
 
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the condition should say about one Service."""
-
-    allocated: bool
-    reason: str  # CamelCase: AllocSuccess / AllocFailure values
-    message: str
-
-    @property
-    def status(self) -> str:
-        return "True" if self.allocated else "False"
+# What the condition says: held with a success reason, or not with a failure reason. Built only
+# by for_assignment / kept_despite (True) and for_failure (False).
+AllocVerdict = Verdict[AllocSuccess] | Verdict[AllocFailure]
 
 
 def ip_list(ips: Sequence[IPAddress]) -> str:
     return ", ".join(str(ip) for ip in ips)
 
 
-def clip(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
-
-
 def find(status: object) -> Mapping[str, object] | None:
     """Our condition in a status mapping, or None."""
-    conditions = status.get("conditions") if isinstance(status, Mapping) else None
-    if not isinstance(conditions, list):
-        return None
-    for cond in conditions:
-        if isinstance(cond, Mapping) and cond.get("type") == CONDITION_TYPE:
-            return cond
-    return None
+    return shape.find(status, CONDITION_TYPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,56 +76,51 @@ class Shown:
         )
 
 
-def up_to_date(existing: Shown | None, verdict: Verdict, generation: int) -> bool:
-    return existing is not None and (
-        existing.status,
-        existing.reason,
-        existing.message,
-        existing.generation,
-    ) == (verdict.status, verdict.reason, clip(verdict.message), generation)
+def up_to_date(existing: Shown | None, verdict: AllocVerdict, generation: int) -> bool:
+    if existing is None:
+        return False
+    shown = (existing.status, existing.reason, existing.message, existing.generation)
+    return shape.says(shown, verdict, generation)
 
 
 def build(
-    verdict: Verdict, existing: Shown | None, generation: int, now: datetime
+    verdict: AllocVerdict, existing: Shown | None, generation: int, now: datetime
 ) -> dict[str, object]:
     """The condition to write: lastTransitionTime kept unless the status flips."""
-    since = existing.since if existing is not None else None
-    if existing is None or existing.status != verdict.status or not isinstance(since, str):
-        since = rfc3339(now)
-    return {
-        "type": CONDITION_TYPE,
-        "status": verdict.status,
-        "observedGeneration": generation,
-        "lastTransitionTime": since,
-        "reason": verdict.reason,
-        "message": clip(verdict.message),
-    }
+    return shape.build(
+        CONDITION_TYPE,
+        verdict,
+        generation=generation,
+        now=now,
+        previous_status=None if existing is None else existing.status,
+        previous_since=None if existing is None else existing.since,
+    )
 
 
 def removal() -> dict[str, object]:
     """A strategic-merge list entry deleting our condition (and no other)."""
-    return {"type": CONDITION_TYPE, "$patch": "delete"}
+    return shape.removal(CONDITION_TYPE)
 
 
-def for_assignment(a: Assignment) -> Verdict:
+def for_assignment(a: Assignment) -> Verdict[AllocSuccess]:
     """True: Allocated, Renumbered, or Restored for IPs kept outside every pool."""
     if a.pool is None or a.orphaned:
         kept = ip_list(a.orphaned or a.ips)
-        return Verdict(True, "Restored", f"kept {kept} found in status: in no pool of the config")
-    if a.reason is AllocFailure.RENUMBERED:
-        return Verdict(True, a.reason.value, f"moved to {ip_list(a.ips)} from pool {a.pool}")
+        message = f"kept {kept} found in status: in no pool of the config"
+        return Verdict(True, AllocSuccess.RESTORED, message)
+    if a.reason is AllocSuccess.RENUMBERED:
+        return Verdict(True, a.reason, f"moved to {ip_list(a.ips)} from pool {a.pool}")
+    # Restored IPs inside a pool read as Allocated, as before the restart: a restart must not
+    # rewrite every Service's condition.
     message = f"assigned {ip_list(a.ips)} from pool {a.pool}"
-    return Verdict(True, AllocSuccess.ALLOCATED.value, message)
+    return Verdict(True, AllocSuccess.ALLOCATED, message)
 
 
-def for_failure(reason: AllocFailure, message: str) -> Verdict:
-    return Verdict(False, reason.value, message)
+def for_failure(reason: AllocFailure, message: str) -> Verdict[AllocFailure]:
+    return Verdict(False, reason, message)
 
 
-def kept_despite(a: Assignment, problem: str) -> Verdict:
+def kept_despite(a: Assignment, problem: str) -> Verdict[AllocSuccess]:
     """An assigned Service whose annotations became unreadable keeps its IPs and is told why."""
-    return Verdict(
-        True,
-        AllocFailure.INVALID_ANNOTATION.value,
-        f"kept {ip_list(a.ips)}; annotations not applied: {problem}",
-    )
+    message = f"kept {ip_list(a.ips)}; annotations not applied: {problem}"
+    return Verdict(True, AllocSuccess.ANNOTATION_IGNORED, message)

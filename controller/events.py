@@ -5,13 +5,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from lbctl.core.reasons import AllocFailure
+from lbctl.core.reasons import AllocFailure, AllocSuccess
 
 COMPONENT = "lbctl-controller"
 
 
 class EventReason(enum.StrEnum):
-    """Every Event reason the controller posts; failure reasons reuse AllocFailure's words."""
+    """Every Event reason the controller posts; failure reasons reuse AllocFailure's words
+    (for_failure), successes map to IPAllocated or Renumbered (for_success)."""
 
     IP_ALLOCATED = "IPAllocated"
     IP_RELEASED = "IPReleased"
@@ -34,6 +35,10 @@ class EventReason(enum.StrEnum):
     @classmethod
     def for_failure(cls, reason: AllocFailure) -> EventReason:
         return cls(reason.value)
+
+    @classmethod
+    def for_success(cls, reason: AllocSuccess) -> EventReason:
+        return cls.RENUMBERED if reason is AllocSuccess.RENUMBERED else cls.IP_ALLOCATED
 
 
 class EventType(enum.StrEnum):

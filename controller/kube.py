@@ -1,9 +1,14 @@
-"""The only module that writes to the Kubernetes API (Service status and annotations, Events);
-also does the controller's few reads. Called by controller.operator, from worker threads.
+"""The controller's one writer to the Kubernetes API, and the only controller module that
+imports the `kubernetes` client (an import-linter contract in pyproject.toml holds both): Service
+status and annotations, Events, and the Lease, all on one ApiClient; also the controller's few
+reads. Called from worker threads by controller.writers, controller.operator and (the Lease)
+controller.lease. kopf does the watches, on its own connection; it writes nothing.
 
-Every write first asks `leader()` (the HA fencing hook): a replica that is not the leader, or a
-leader past its renew deadline, writes nothing. Every Service write carries the resourceVersion
-the decision was made on, so a stale decision fails with Conflict (409) instead of overwriting.
+Every Service write and Event first asks `leader()` (the HA fencing hook): a replica that is not
+the leader, or a leader past its renew deadline, writes nothing. Every Service write carries the
+resourceVersion the decision was made on, so a stale decision fails with Conflict (409) instead
+of overwriting. Lease writes are not fenced (they are how a replica becomes the leader); they
+carry the Lease's resourceVersion, so a lost race is a 409 too.
 """
 
 from __future__ import annotations
@@ -77,7 +82,9 @@ class Kube:
         on_write: Callable[[str, str], None] | None = None,
         instance: str | None = None,
     ) -> None:
+        self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
         self.leader = leader
         self._on_write = on_write or (lambda kind, result: None)
         self.instance = instance or socket.gethostname()
@@ -214,3 +221,50 @@ class Kube:
             self._on_write("event", str(failed.status))
             raise failed from err
         self._on_write("event", "ok")
+
+    # --- the Lease (unfenced; controller.lease's elector decides) -----------------------------
+
+    def read_lease(self, namespace: str, name: str, timeout: float) -> Body | None:
+        """The Lease's raw JSON (its MicroTime strings untouched), or None if there is none."""
+        doing = f"reading lease {namespace}/{name}"
+        try:
+            resp: Any = self.coordination.read_namespaced_lease(
+                name, namespace, _preload_content=False, _request_timeout=timeout
+            )
+        except _FAILURES as err:
+            found = _raise(doing, err)
+            if isinstance(found, NotFound):
+                return None
+            raise found from err
+        return _json(doing, resp.data)
+
+    def create_lease(self, namespace: str, body: Body, timeout: float) -> Body:
+        doing = f"creating lease {namespace}/{body['metadata']['name']}"
+        call = self.coordination.create_namespaced_lease
+        return self._lease_write(doing, "lease", call, namespace, body, timeout=timeout)
+
+    def replace_lease(self, namespace: str, body: Body, timeout: float) -> Body:
+        name = body["metadata"]["name"]
+        doing = f"replacing lease {namespace}/{name}"
+        call = self.coordination.replace_namespaced_lease
+        return self._lease_write(doing, "lease", call, name, namespace, body, timeout=timeout)
+
+    def _lease_write(
+        self, doing: str, kind: str, call: Callable[..., Any], *args: Any, timeout: float
+    ) -> Body:
+        try:
+            resp = call(*args, _preload_content=False, _request_timeout=timeout)
+        except _FAILURES as err:
+            failed = _raise(doing, err)
+            self._on_write(kind, str(failed.status))
+            raise failed from err
+        self._on_write(kind, "ok")
+        return _json(doing, resp.data)
+
+
+def _json(doing: str, data: bytes) -> Body:
+    try:
+        body: Body = json.loads(data)
+    except ValueError as err:
+        raise KubeError(doing, 0, f"unreadable answer: {err}") from err
+    return body

@@ -1,5 +1,6 @@
 """Leader election on the `lbctl-controller` Lease: the elector and its Lease store; built by
-controller.runner, whose kube.py writes it fences. The decisions are pure (lbctl.core.lease).
+controller.runner. The decisions are pure (lbctl.core.lease); the Lease is read and written
+through controller.kube, the controller's one writer, whose other writes `is_leader()` fences.
 
 Every write carries the resourceVersion it was decided on, so a lost race is a 409, never two
 holders; `is_leader()` turns False at the renew deadline even if a call hangs.
@@ -8,7 +9,6 @@ holders; `is_leader()` turns False at the renew deadline even if a call hangs.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -18,12 +18,9 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-import urllib3
-from kubernetes import client, config
-
+from controller.kube import Conflict, Kube, KubeError
 from lbctl.core.lease import (
     LEASE_NAME,
     Action,
@@ -81,75 +78,60 @@ class LeaseStore(Protocol):
 
 
 _KIND = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}
-_LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-_FAILURES = (client.exceptions.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
 class KubeLeaseStore:
-    """The Lease through the `kubernetes` ApiClient's raw calls (its typed methods would turn
-    our MicroTime strings into datetimes and back into "+00:00"), on two private threads so a
-    slow call never blocks the caller's loop (kopf's) and a hung one is abandoned at timeout."""
+    """The Lease through controller.kube (the one writer, on the controller's one client), on two
+    private threads: a renewal never waits behind Service writes in the writers' pool, never
+    blocks the caller's loop (kopf's), and a hung call is abandoned at `timeout`. The client
+    makes no retries of its own (runner builds it so): the election loop is the retry, one
+    attempt per round."""
 
-    def __init__(
-        self, api_client: client.ApiClient, namespace: str, name: str, timeout: float
-    ) -> None:
-        self.ns, self.name, self.timeout = namespace, name, timeout
-        self._client: Any = api_client
-        # No urllib3 retries (its default re-sends 3 times, a PUT too, after a read timeout):
-        # the election loop is the retry, one attempt per round, each bounded by `timeout`.
-        self._client.rest_client.pool_manager.connection_pool_kw["retries"] = False
+    def __init__(self, kube: Kube, namespace: str, name: str, timeout: float) -> None:
+        self.kube, self.ns, self.name, self.timeout = kube, namespace, name, timeout
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"lease-{name}")
 
-    def _request(self, method: str, path: str, body: Body | None) -> tuple[int, bytes]:
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        params = {"namespace": self.ns, "name": self.name}
-        request = self._client.param_serialize(
-            method, path, params, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        resp = self._client.call_api(*request, _request_timeout=self.timeout)
-        return int(resp.status), bytes(resp.read())
-
-    async def _call(self, method: str, path: str, body: Body | None = None) -> LeaseRecord | None:
-        what = f"{method} lease {self.ns}/{self.name}"
-
+    async def _call(
+        self, what: str, fn: Callable[..., Body | None], *args: Any
+    ) -> LeaseRecord | None:
         def work() -> LeaseRecord | None:
             try:
-                status, data = self._request(method, path, body)
-                if status == 404 and method == "GET":
-                    return None
-                if status >= 300:
-                    kind = LeaseConflict if status == 409 else LeaseError
-                    raise kind(f"{what}: HTTP {status}")
-                return parse_lease(json.loads(data))
-            except _FAILURES as err:
-                raise LeaseError(f"{what}: {err!r}") from err
+                body = fn(self.ns, *args, self.timeout)
+                return None if body is None else parse_lease(body)
+            except Conflict as err:
+                raise LeaseConflict(f"{what} lease {self.ns}/{self.name}: {err}") from err
+            except (KubeError, ValueError) as err:
+                raise LeaseError(f"{what} lease {self.ns}/{self.name}: {err}") from err
 
         future = asyncio.get_running_loop().run_in_executor(self._pool, work)
         try:
             return await asyncio.wait_for(future, self.timeout)
         except TimeoutError as err:
-            raise LeaseError(f"{what}: timed out") from err
+            raise LeaseError(f"{what} lease {self.ns}/{self.name}: timed out") from err
 
     async def get(self) -> LeaseRecord | None:
-        return await self._call("GET", _LEASES + "/{name}")
+        return await self._call("GET", self.kube.read_lease, self.name)
 
     async def create(self, spec: dict[str, Any]) -> LeaseRecord:
-        made = await self._call("POST", _LEASES, {**_KIND, "metadata": {"name": self.name},
-                                                  "spec": spec})  # fmt: skip
-        assert made is not None  # only reads answer None
+        body = {**_KIND, "metadata": {"name": self.name}, "spec": spec}
+        made = await self._call("POST", self.kube.create_lease, body)
+        if made is None:  # only reads answer None
+            raise LeaseError(f"POST lease {self.ns}/{self.name}: no body")
         return made
 
     async def replace(self, spec: dict[str, Any], resource_version: str) -> LeaseRecord:
         meta = {"name": self.name, "resourceVersion": resource_version}
-        done = await self._call("PUT", _LEASES + "/{name}", {**_KIND, "metadata": meta,
-                                                              "spec": spec})  # fmt: skip
-        assert done is not None
+        done = await self._call(
+            "PUT", self.kube.replace_lease, {**_KIND, "metadata": meta, "spec": spec}
+        )
+        if done is None:
+            raise LeaseError(f"PUT lease {self.ns}/{self.name}: no body")
         return done
 
     def close(self) -> None:
-        """Blocks until a call in flight ends (at most `timeout`: no retries)."""
+        """Blocks until a call in flight ends (at most `timeout`: no retries). The client is
+        the controller's, closed by its owner."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
 
 
 class LeaderElector:
@@ -186,7 +168,7 @@ class LeaderElector:
     @classmethod
     def for_kube(
         cls,
-        api_client_factory: Callable[[], client.ApiClient],
+        kube: Kube,
         namespace: str,
         identity: str | None = None,
         *,
@@ -194,18 +176,10 @@ class LeaderElector:
         timing: LeaseTiming | None = None,
         **kwargs: Any,
     ) -> LeaderElector:
+        """An elector writing the Lease through `kube` (the controller's one writer)."""
         timing = timing or LeaseTiming()
-        store = KubeLeaseStore(api_client_factory(), namespace, name, timing.request_timeout)
+        store = KubeLeaseStore(kube, namespace, name, timing.request_timeout)
         return cls(store, identity or default_identity(), timing=timing, **kwargs)
-
-    @classmethod
-    def from_kubeconfig(
-        cls, path: Path | str, namespace: str, identity: str | None = None, **kwargs: Any
-    ) -> LeaderElector:
-        def factory() -> client.ApiClient:
-            return cast(client.ApiClient, cast(Any, config).new_client_from_config(str(path)))
-
-        return cls.for_kube(factory, namespace, identity, **kwargs)
 
     # ---- what writers ask ---------------------------------------------------------------
 

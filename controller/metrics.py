@@ -19,6 +19,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from lbctl.core.reasons import AllocFailure, AllocSuccess
+
 if TYPE_CHECKING:
     from controller.reconciler import Reconciler
 
@@ -63,12 +65,12 @@ class Metrics:
             registry=r,
         )
 
-    # Recorder protocol (controller.reconciler)
-    def allocated(self, reason: str) -> None:
-        self.allocations.labels(reason=reason).inc()
+    # Recorder protocol (controller.decisions): the enums' values are the label values
+    def allocated(self, reason: AllocSuccess) -> None:
+        self.allocations.labels(reason=reason.value).inc()
 
-    def failed(self, reason: str) -> None:
-        self.failures.labels(reason=reason).inc()
+    def failed(self, reason: AllocFailure) -> None:
+        self.failures.labels(reason=reason.value).inc()
 
     def wrote(self, kind: str, result: str) -> None:
         self.writes.labels(kind=kind, result=result).inc()

@@ -1,5 +1,6 @@
 """What the controller last saw of a Service (a slim copy) and the write that brings it to the
-desired state; used by the reconciler, applied by kube.
+desired state, and a listed Service's digest for a restore (Listed); used by the reconciler,
+applied by kube.
 
 Bodies are not kept whole: 10,000 Services must fit in a few MB (docs/performance.md).
 """
@@ -12,10 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from controller import conditions
-from controller.conditions import Verdict
+from controller.conditions import AllocVerdict
 from lbctl.core import annotations as ann
-from lbctl.core.adapt import held_ips, is_load_balancer, key_of
-from lbctl.core.model import IPAddress, ServiceKey
+from lbctl.core.adapt import AdaptFailure, held_ips, is_load_balancer, key_of
+from lbctl.core.model import IPAddress, IPFamilyPolicy, ServiceKey, ServiceRequest, family_of
+
+Body = Mapping[str, Any]
 
 
 def _map(obj: object, key: str) -> Mapping[str, Any]:
@@ -76,7 +79,7 @@ class Desired:
     our condition; `pool` is the annotation value (None removes it) unless `keep_pool`."""
 
     ips: tuple[IPAddress, ...] | None
-    verdict: Verdict | None
+    verdict: AllocVerdict | None
     pool: str | None = None
     keep_pool: bool = False
 
@@ -145,3 +148,39 @@ def plan(obs: Observed, want: Desired, now: datetime) -> ServiceWrite | None:
     if not (ingress or condition or pool):
         return None
     return ServiceWrite(obs, want, now, ingress, condition, pool)
+
+
+def labels_of(body: Body) -> dict[str, str]:
+    meta = body.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    if not isinstance(labels, Mapping):
+        return {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def created_of(body: Body) -> str:
+    meta = body.get("metadata")
+    value = meta.get("creationTimestamp") if isinstance(meta, Mapping) else None
+    return str(value or "")
+
+
+def fallback_request(obs: Observed) -> ServiceRequest:
+    """A request holding exactly obs's IPs, for a Service whose annotations cannot be read."""
+    families = tuple(dict.fromkeys(family_of(ip) for ip in obs.ips))
+    policy = IPFamilyPolicy.REQUIRE_DUAL_STACK if len(families) > 1 else None
+    return ServiceRequest(
+        key=obs.key,
+        families=families,
+        family_policy=policy or IPFamilyPolicy.SINGLE_STACK,
+        lb_class=obs.lb_class,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A listed Service reduced to what restore() reads (Reconciler.digest): a restore holds
+    10,000 of these at once, not 10,000 bodies. `req` is None for a Service not ours."""
+
+    created: str
+    obs: Observed
+    req: ServiceRequest | AdaptFailure | None

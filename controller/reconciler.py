@@ -10,99 +10,38 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from controller import conditions
 from controller.config import ConfigState, summary
-from controller.events import Deduper, EventReason, EventType, EventWrite, ObjectRef
-from controller.observed import Desired, Observed, ServiceWrite, plan
+from controller.decisions import Decisions, NoRecorder, Recorder
+from controller.events import Deduper, EventReason, EventType, ObjectRef
+
+__all__ = ["Decisions", "Listed", "Reconciler", "Recorder"]  # Decisions: callers import it here
+from controller.observed import (
+    Desired,
+    Listed,
+    Observed,
+    created_of,
+    fallback_request,
+    labels_of,
+    plan,
+)
 from lbctl.core.adapt import AdaptFailure, adapt_service, key_of
 from lbctl.core.allocator import Allocator, Assignment, Failure, Result
 from lbctl.core.model import (
     Config,
     ConfigError,
     IPAddress,
-    IPFamilyPolicy,
     ServiceKey,
     ServiceRequest,
-    family_of,
 )
 from lbctl.core.reasons import AllocFailure, AllocSuccess
 
 log = logging.getLogger("lbctl.controller")
 Body = Mapping[str, Any]
-
-
-class Recorder(Protocol):
-    """Where decisions are counted (metrics.py); the default counts nothing."""
-
-    def allocated(self, reason: str) -> None: ...
-    def failed(self, reason: str) -> None: ...
-
-
-class _NoRecorder:
-    def allocated(self, reason: str) -> None:
-        pass
-
-    def failed(self, reason: str) -> None:
-        pass
-
-
-@dataclass
-class Decisions:
-    """Writes to make, in order: Service patches, then Events. `settle` (deferred decisions
-    only) names Services whose patch and Events Reconciler.settle() builds when they are due."""
-
-    services: list[ServiceWrite] = field(default_factory=list)
-    events: list[EventWrite] = field(default_factory=list)
-    settle: list[ServiceKey] = field(default_factory=list)
-
-    def __iadd__(self, other: Decisions) -> Decisions:
-        self.services += other.services
-        self.events += other.events
-        self.settle += other.settle
-        return self
-
-    def __bool__(self) -> bool:
-        return bool(self.services or self.events or self.settle)
-
-
-def _labels(body: Body) -> dict[str, str]:
-    meta = body.get("metadata")
-    labels = meta.get("labels") if isinstance(meta, Mapping) else None
-    if not isinstance(labels, Mapping):
-        return {}
-    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def _created(body: Body) -> str:
-    meta = body.get("metadata")
-    value = meta.get("creationTimestamp") if isinstance(meta, Mapping) else None
-    return str(value or "")
-
-
-def fallback_request(obs: Observed) -> ServiceRequest:
-    """A request holding exactly obs's IPs, for a Service whose annotations cannot be read."""
-    families = tuple(dict.fromkeys(family_of(ip) for ip in obs.ips))
-    policy = IPFamilyPolicy.REQUIRE_DUAL_STACK if len(families) > 1 else None
-    return ServiceRequest(
-        key=obs.key,
-        families=families,
-        family_policy=policy or IPFamilyPolicy.SINGLE_STACK,
-        lb_class=obs.lb_class,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """A listed Service reduced to what restore() reads (Reconciler.digest): a restore holds
-    10,000 of these at once, not 10,000 bodies. `req` is None for a Service not ours."""
-
-    created: str
-    obs: Observed
-    req: ServiceRequest | AdaptFailure | None
 
 
 class Reconciler:
@@ -120,7 +59,7 @@ class Reconciler:
         self.allocator = Allocator(Config(), lb_class=lb_class)
         self.lb_class = lb_class
         self._clock = clock
-        self._recorder: Recorder = recorder or _NoRecorder()
+        self._recorder: Recorder = recorder or NoRecorder()
         self._seen: dict[ServiceKey, Observed] = {}  # our Services (and ones carrying our traces)
         self._ns_labels: dict[str, dict[str, str]] = {}
         self._events = Deduper()
@@ -131,12 +70,12 @@ class Reconciler:
     def load_namespaces(self, namespaces: Iterable[Body]) -> None:
         """Namespace labels (pool scopes) before digesting Services: restore() does it first."""
         for ns in namespaces:
-            self._ns_labels[key_of(ns).split("/", 1)[1]] = _labels(ns)
+            self._ns_labels[key_of(ns).split("/", 1)[1]] = labels_of(ns)
 
     def digest(self, body: Body) -> Listed:
         """What restore() needs of one listed Service (call after load_namespaces)."""
         obs = Observed.of(body)
-        return Listed(_created(body), obs, self._request(body) if self._ours(obs) else None)
+        return Listed(created_of(body), obs, self._request(body) if self._ours(obs) else None)
 
     def restore(
         self,
@@ -161,7 +100,7 @@ class Reconciler:
                     req = fallback_request(obs)
                 self.allocator.restore(req, obs.ips)
                 self._seen[obs.key] = obs
-                self._recorder.allocated(AllocSuccess.RESTORED.value)
+                self._recorder.allocated(AllocSuccess.RESTORED)
                 restored += 1
         log.info("restored services=%d listed=%d", restored, len(listed))
         for anomaly in self.allocator.anomalies():
@@ -207,7 +146,7 @@ class Reconciler:
             # written while we were away); after this, the allocator is the truth.
             adopt = fallback_request(obs) if isinstance(req, AdaptFailure) else req
             cur = self.allocator.restore(adopt, obs.ips)
-            self._recorder.allocated(AllocSuccess.RESTORED.value)
+            self._recorder.allocated(AllocSuccess.RESTORED)
         if isinstance(req, AdaptFailure):
             return self._invalid(obs, req, cur)
         result = self.allocator.allocate(req)
@@ -284,7 +223,7 @@ class Reconciler:
             want = Desired(cur.ips, conditions.kept_despite(cur, fail.message), keep_pool=True)
         else:
             if out:
-                self._recorder.failed(fail.reason.value)
+                self._recorder.failed(fail.reason)
             out += self._woken(self.allocator.release(obs.key))  # leaves the pending queue
             verdict = conditions.for_failure(fail.reason, fail.message)
             want = Desired((), verdict, None)
@@ -293,34 +232,33 @@ class Reconciler:
 
     def _settle(self, obs: Observed, result: Result) -> Decisions:
         """Decisions taking one Service to the allocator's result."""
-        out = Decisions()
         if isinstance(result, Assignment):
-            verdict = conditions.for_assignment(result)
-            want = Desired(result.ips, verdict, result.pool, keep_pool=result.pool is None)
-            if obs.ips != result.ips:
-                ips = ",".join(map(str, result.ips))
-                log.info("ip_assigned service=%s ips=%s pool=%s", obs.key, ips, result.pool)
-                self._recorder.allocated(verdict.reason)
-                reason = EventReason(verdict.reason) if verdict.reason == "Renumbered" else None
-                out += self._event(
-                    obs,
-                    EventType.NORMAL,
-                    reason or EventReason.IP_ALLOCATED,
-                    verdict.message,
-                    by=conditions.ip_list(result.ips),
-                )
-        else:
-            failure = self._explain(result)
-            verdict = conditions.for_failure(failure.reason, failure.message)
-            want = Desired((), verdict, None)
-            event = self._event(
-                obs, EventType.WARNING, EventReason.for_failure(failure.reason), failure.message
+            return self._assigned(obs, result)
+        return self._pending(obs, self._explain(result))
+
+    def _assigned(self, obs: Observed, result: Assignment) -> Decisions:
+        verdict = conditions.for_assignment(result)
+        out = Decisions()
+        if obs.ips != result.ips:
+            ips, reason = ",".join(map(str, result.ips)), verdict.reason
+            log.info(
+                "ip_assigned service=%s ips=%s pool=%s reason=%s", obs.key, ips, result.pool, reason
             )
-            if event:
-                log.info("ip_pending service=%s reason=%s", obs.key, failure.reason.value)
-                self._recorder.failed(failure.reason.value)
-            out += event
+            self._recorder.allocated(reason)
+            event = EventReason.for_success(reason)
+            by = conditions.ip_list(result.ips)
+            out += self._event(obs, EventType.NORMAL, event, verdict.message, by=by)
+        want = Desired(result.ips, verdict, result.pool, keep_pool=result.pool is None)
         out += self._write(obs, want)
+        return out
+
+    def _pending(self, obs: Observed, failure: Failure) -> Decisions:
+        reason = failure.reason
+        out = self._event(obs, EventType.WARNING, EventReason.for_failure(reason), failure.message)
+        if out:
+            log.info("ip_pending service=%s reason=%s", obs.key, reason)
+            self._recorder.failed(reason)
+        out += self._write(obs, Desired((), conditions.for_failure(reason, failure.message), None))
         return out
 
     def _explain(self, failure: Failure) -> Failure:
@@ -354,7 +292,7 @@ class Reconciler:
     def on_namespace(self, body: Body) -> Decisions:
         """Namespace labels feed pool scopes: retry the namespace's pending Services."""
         name = key_of(body).split("/", 1)[1]
-        labels = _labels(body)
+        labels = labels_of(body)
         if self._ns_labels.get(name) == labels:
             return Decisions()
         self._ns_labels[name] = labels

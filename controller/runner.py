@@ -1,6 +1,7 @@
-"""Builds one controller replica (client, reconciler, writer, metrics, kopf registry) and runs
-it: in this thread's loop (`lbctl-controller`, controller.main) or in a thread (tests).
-"""
+"""Builds one controller replica (its one API client, writer, reconciler, elector, metrics,
+kopf registry) and runs it in this thread's loop (`lbctl-controller`, controller.main; tests run
+it in a thread with controller.testing). The only controller module that builds a `kubernetes`
+client (lbctl.kubeclient); it hands it to controller.kube, the only one that uses it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import kopf
 
 from controller import handlers
 from controller.config import DEFAULT_CONFIG_MAP
+from controller.heartbeat import Heartbeat
 from controller.kube import Kube
 from controller.lease import LeaderElector
 from controller.metrics import Metrics
@@ -55,27 +57,34 @@ class Controller:
     def __init__(self, options: Options, *, leader: Callable[[], bool] | None = None) -> None:
         self.options = options
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.api_client = api_client_for(options.kubeconfig)
+        # The one client for every write and read of ours (controller.kube), the Lease included;
+        # no urllib3 retries: the writers' retries and the election loop are the retry.
+        self.api_client = api_client_for(options.kubeconfig, retries=False)
+        self.metrics = Metrics()
         self.elector: LeaderElector | None = None
+        if options.leader_elect and leader is not None:
+            raise ValueError("leader= and leader_elect are exclusive")
+        self._leader = leader or (lambda: True)
+        self.kube = Kube(
+            self.api_client,
+            leader=self.may_write,
+            on_write=self.metrics.wrote,
+            instance=options.instance,
+        )
         if options.leader_elect:
-            if leader is not None:
-                raise ValueError("leader= and leader_elect are exclusive")
             self.elector = LeaderElector.for_kube(
-                lambda: api_client_for(options.kubeconfig),
+                self.kube,
                 options.lease_namespace,
                 options.identity,
                 timing=options.lease_timing,
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
             )
-            leader = self.elector.is_leader
-        fence = leader or (lambda: True)
-        self.metrics = Metrics()
+            self._leader = self.elector.is_leader
+        fence = self.may_write
         self.metrics.leader.set_function(lambda: 1.0 if fence() else 0.0)
-        self.kube = Kube(
-            self.api_client, leader=fence, on_write=self.metrics.wrote, instance=options.instance
-        )
         self.operator = Operator(self._new_reconciler, self.kube, leader=fence)
+        self.heartbeat = Heartbeat()
         self.metrics.watch(lambda: self.operator.reconciler)
         self.metrics.queued.set_function(lambda: float(self.operator.queued()))
         self.metrics.activations.set_function(lambda: float(self.operator.activations))
@@ -84,11 +93,15 @@ class Controller:
         handlers.register(self.registry, self.operator, lambda: connection_info(self.api_client))
         self.health = HealthServer(
             self.metrics,
-            alive=self.operator.alive,
+            alive=self.heartbeat.alive,
             ready=self.operator.is_ready,
             host=options.metrics_host,
             port=options.metrics_port,
         )
+
+    def may_write(self) -> bool:
+        """The fence every write but the Lease's passes (controller.kube asks it)."""
+        return self._leader()
 
     # The elector calls these on the controller's loop, as leadership flips.
     def _started_leading(self) -> None:
@@ -119,9 +132,9 @@ class Controller:
         log.info("controller_started metrics_port=%d", self.health.port)
         # Created before kopf.operator, so kopf leaves them to us at exit.
         tasks = [
-            asyncio.create_task(self.operator.retry_loop(), name="lbctl-retry"),
-            asyncio.create_task(self.operator.heartbeat(), name="lbctl-heartbeat"),
-            *self.operator.start_writers(),
+            asyncio.create_task(self.operator.retries.run(), name="lbctl-retry"),
+            asyncio.create_task(self.heartbeat.run(), name="lbctl-heartbeat"),
+            *self.operator.writers.start(),
         ]
         if self.elector is not None:
             who, ns = self.elector.identity, self.options.lease_namespace

@@ -11,17 +11,20 @@ import kopf
 from kubernetes import client, config
 
 
-def api_client_for(kubeconfig: str | None) -> client.ApiClient:
-    """A client from the given kubeconfig, else in-cluster credentials, else the default file."""
+def api_client_for(kubeconfig: str | None, *, retries: bool | None = None) -> client.ApiClient:
+    """A client from the given kubeconfig, else in-cluster credentials, else the default file.
+    `retries=False`: urllib3 makes no retries of its own (its default re-sends a PUT after a read
+    timeout); for callers whose own loop is the retry."""
     # The kubernetes package's config loaders are untyped.
     new_client = cast(Callable[..., client.ApiClient], config.new_client_from_config)
-    if kubeconfig:
-        return new_client(config_file=kubeconfig)
     cfg = client.Configuration()
+    cfg.retries = retries  # a Configuration field: the client's pool is built with it
+    if kubeconfig:
+        return new_client(config_file=kubeconfig, client_configuration=cfg)
     try:
         cast(Callable[..., None], config.load_incluster_config)(client_configuration=cfg)
     except config.ConfigException:
-        return new_client()
+        return new_client(client_configuration=cfg)
     return client.ApiClient(cfg)
 
 

@@ -1,24 +1,35 @@
 """API bodies (raw JSON camelCase mappings) -> model objects; used by controller, speaker and CLI.
 
-Service, Node and EndpointSlice bodies are read here once; nothing past this module looks at a
-raw body. Reading never raises: a Service whose annotations or spec cannot be used becomes an
-AdaptFailure (reason InvalidAnnotation) carrying every problem found.
+Service bodies are read here once (Node and EndpointSlice bodies in lbctl.core.adapt_nodes,
+whose names this module re-exports); nothing past these modules looks at a raw body. Reading
+never raises: a Service whose annotations or spec cannot be used becomes an AdaptFailure
+(reason InvalidAnnotation) carrying every problem found.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from lbctl.core import annotations as ann
+from lbctl.core.adapt_nodes import (
+    EndpointInfo,
+    EndpointSliceInfo,
+    NodeInfo,
+    adapt_endpointslice,
+    adapt_node,
+)
+from lbctl.core.adapt_read import ip_or_none as _ip
+from lbctl.core.adapt_read import items as _list
+from lbctl.core.adapt_read import mapping as _map
+from lbctl.core.adapt_read import pairs as _pairs
+from lbctl.core.adapt_read import quoted as _q
+from lbctl.core.adapt_read import text as _text
+from lbctl.core.adapt_read import timestamp as _timestamp
 from lbctl.core.model import (
     Family,
     IPAddress,
     IPFamilyPolicy,
-    NodeName,
     PoolName,
     ServiceKey,
     ServicePort,
@@ -28,7 +39,22 @@ from lbctl.core.model import (
     service_key,
 )
 from lbctl.core.reasons import AllocFailure
-from lbctl.core.timefmt import rfc3339
+
+__all__ = [  # Node and EndpointSlice names live in adapt_nodes; re-exported for their callers
+    "AdaptFailure",
+    "EndpointInfo",
+    "EndpointSliceInfo",
+    "HeldService",
+    "NodeInfo",
+    "adapt_endpointslice",
+    "adapt_held_service",
+    "adapt_node",
+    "adapt_service",
+    "allocated_pool",
+    "held_ips",
+    "is_load_balancer",
+    "key_of",
+]
 
 PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 _FAMILY_NAMES = {f.k8s: f for f in Family}
@@ -41,56 +67,6 @@ class AdaptFailure:
     key: ServiceKey
     reason: AllocFailure
     message: str
-
-
-# --- typed readers over untrusted mappings -------------------------------------------------------
-
-
-def _map(obj: object, key: str) -> Mapping[str, object]:
-    value = obj.get(key) if isinstance(obj, Mapping) else None
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(obj: object, key: str) -> list[object]:
-    value = obj.get(key) if isinstance(obj, Mapping) else None
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _text(obj: object, key: str) -> str | None:
-    """A non-empty string field, else None."""
-    value = obj.get(key) if isinstance(obj, Mapping) else None
-    return value if isinstance(value, str) and value else None
-
-
-def _pairs(obj: object) -> tuple[tuple[str, str], ...]:
-    """A string-to-string mapping as a sorted tuple; entries that are not strings are dropped."""
-    if not isinstance(obj, Mapping):
-        return ()
-    return tuple(
-        sorted((k, v) for k, v in obj.items() if isinstance(k, str) and isinstance(v, str))
-    )
-
-
-def _q(text: str) -> str:
-    """Quote user text for a message: double quotes, control characters escaped."""
-    return json.dumps(text)
-
-
-def _ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _timestamp(value: object) -> str:
-    """metadata.creationTimestamp as RFC 3339 text (the client's to_dict() gives a datetime)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return rfc3339(aware)
-    return ""
 
 
 # --- Services ------------------------------------------------------------------------------------
@@ -317,114 +293,3 @@ def _traffic_policy(spec: Mapping[str, object], problems: list[str]) -> TrafficP
     except ValueError:
         problems.append(f"spec.externalTrafficPolicy: {_q(str(raw))} is not Cluster or Local")
         return TrafficPolicy.CLUSTER
-
-
-# --- Nodes ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """What the speaker and the CLI need of a Node."""
-
-    name: NodeName
-    labels: tuple[tuple[str, str], ...] = ()
-    internal_ips: tuple[IPAddress, ...] = ()
-    ready: bool = False  # condition Ready is "True" (Unknown and missing count as not ready)
-    network_unavailable: bool = False  # condition NetworkUnavailable is "True"
-    excluded: bool = False  # carries the exclude-from-external-load-balancers label
-    out_of_service: bool = False  # tainted node.kubernetes.io/out-of-service (any effect)
-    unschedulable: bool = False  # cordoned
-    unreachable: bool = False  # tainted node.kubernetes.io/unreachable (any effect)
-
-    @property
-    def label_map(self) -> dict[str, str]:
-        return dict(self.labels)
-
-
-def _condition_true(status: Mapping[str, object], kind: str) -> bool:
-    return any(
-        _text(c, "type") == kind and _text(c, "status") == "True"
-        for c in _list(status, "conditions")
-    )
-
-
-def adapt_node(body: Mapping[str, object]) -> NodeInfo:
-    meta, spec, status = _map(body, "metadata"), _map(body, "spec"), _map(body, "status")
-    labels, taints = _pairs(meta.get("labels")), _list(spec, "taints")
-    internal: list[IPAddress] = []
-    for entry in _list(status, "addresses"):
-        text = _text(entry, "address") if _text(entry, "type") == "InternalIP" else None
-        ip = _ip(text.strip()) if text else None
-        if ip is not None and ip not in internal:
-            internal.append(ip)
-    return NodeInfo(
-        name=NodeName(_text(meta, "name") or ""),
-        labels=labels,
-        internal_ips=tuple(internal),
-        ready=_condition_true(status, "Ready"),
-        network_unavailable=_condition_true(status, "NetworkUnavailable"),
-        excluded=any(k == ann.EXCLUDE_FROM_LB_LABEL for k, _ in labels),
-        out_of_service=any(_text(t, "key") == ann.OUT_OF_SERVICE_TAINT for t in taints),
-        unschedulable=spec.get("unschedulable") is True,
-        unreachable=any(_text(t, "key") == ann.UNREACHABLE_TAINT for t in taints),
-    )
-
-
-# --- EndpointSlices ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointInfo:
-    addresses: tuple[IPAddress, ...]
-    node_name: NodeName | None
-    ready: bool
-    serving: bool
-    terminating: bool
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointSliceInfo:
-    """One EndpointSlice, reduced to what announcing decisions need."""
-
-    name: str
-    service: ServiceKey | None  # None when the slice has no kubernetes.io/service-name label
-    endpoints: tuple[EndpointInfo, ...] = ()
-
-    def nodes_with(self, *, serving: bool = False) -> frozenset[NodeName]:
-        """Nodes with a ready endpoint (or, with serving=True, a serving one)."""
-        return frozenset(
-            e.node_name
-            for e in self.endpoints
-            if e.node_name is not None and (e.serving if serving else e.ready)
-        )
-
-
-def _condition(conditions: Mapping[str, object], key: str, default: bool) -> bool:
-    value = conditions.get(key)
-    return value if isinstance(value, bool) else default
-
-
-def _endpoint(entry: object) -> EndpointInfo:
-    conditions = _map(entry, "conditions")
-    # The API's rules for unset conditions: ready means true, serving defers to ready.
-    ready = _condition(conditions, "ready", True)
-    addresses = (_ip(a) for a in _list(entry, "addresses") if isinstance(a, str))
-    node = _text(entry, "nodeName")
-    return EndpointInfo(
-        addresses=tuple(ip for ip in addresses if ip is not None),
-        node_name=NodeName(node) if node else None,
-        ready=ready,
-        serving=_condition(conditions, "serving", ready),
-        terminating=_condition(conditions, "terminating", False),
-    )
-
-
-def adapt_endpointslice(body: Mapping[str, object]) -> EndpointSliceInfo:
-    meta = _map(body, "metadata")
-    service = _text(_map(meta, "labels"), ann.SERVICE_NAME_LABEL)
-    namespace = _text(meta, "namespace") or "default"
-    return EndpointSliceInfo(
-        name=_text(meta, "name") or "",
-        service=service_key(namespace, service) if service else None,
-        endpoints=tuple(_endpoint(e) for e in _list(body, "endpoints")),
-    )

@@ -26,7 +26,7 @@ class Assignment:
     key: ServiceKey
     ips: tuple[IPAddress, ...]
     pool: PoolName | None  # None only for a restored Service whose IPs lie in no pool
-    reason: AllocSuccess | AllocFailure = AllocSuccess.ALLOCATED  # RESTORED / RENUMBERED
+    reason: AllocSuccess = AllocSuccess.ALLOCATED  # RESTORED / RENUMBERED
     # Restored IPs that lie in no pool of the config in force: kept (never given to anyone else).
     orphaned: tuple[IPAddress, ...] = ()
 

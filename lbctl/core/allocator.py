@@ -373,7 +373,7 @@ class Allocator:
         for req in victims:
             result = self._fresh(req)
             if isinstance(result, Assignment):
-                result = Assignment(result.key, result.ips, result.pool, AllocFailure.RENUMBERED)
+                result = Assignment(result.key, result.ips, result.pool, AllocSuccess.RENUMBERED)
                 self._assigned[req.key] = result
             results.append(result)
         return results

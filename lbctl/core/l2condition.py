@@ -1,42 +1,52 @@
 """The `lbctl.io/AnnouncedL2` condition: what it says of one Service of a planned group; for the
 speaker's status writer. Pure: the time comes in as an argument.
 
-Shaped like the controller's `lbctl.io/IPAllocated` (controller/conditions.py, which the core may
-not import): a metav1.Condition whose reason is a CamelCase enum value (L2Success, L2Failure) and
-whose message is deterministic, so the same plan and announcer give the same bytes and an
-unchanged condition is never rewritten; lastTransitionTime moves only when the status flips.
+The shape (Verdict, clip, find, build, removal) is lbctl.core.condition's, shared with the
+controller's `lbctl.io/IPAllocated`: a metav1.Condition whose reason is a CamelCase enum value
+(L2Success, L2Failure) and whose message is deterministic, so the same plan and announcer give the
+same bytes and an unchanged condition is never rewritten.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
+from lbctl.core import condition as condition_shape
+from lbctl.core.condition import MAX_MESSAGE, Verdict, clip
 from lbctl.core.l2plan import AnnouncementGroup
 from lbctl.core.model import IPAddress, NodeName, ServiceKey
 from lbctl.core.reasons import L2Failure, L2Success, NodeSkip
-from lbctl.core.timefmt import rfc3339
+
+__all__ = [  # clip and MAX_MESSAGE: lbctl.core.condition's, re-exported for bgpcondition
+    "CONDITION_TYPE",
+    "MAX_MESSAGE",
+    "NAMES_SHOWN",
+    "L2Verdict",
+    "clip",
+    "condition",
+    "failure_message",
+    "find",
+    "removal",
+    "up_to_date",
+    "verdict",
+]
 
 CONDITION_TYPE = "lbctl.io/AnnouncedL2"
-# metav1.Condition caps message at 32768 characters; the controller keeps its own under 1024 too.
-MAX_MESSAGE = 1024
 # Nodes named per skip reason in a NoEligibleNode message; the rest are counted, so the message
 # stays short at 1,000 nodes.
 NAMES_SHOWN = 5
 
 
-@dataclass(frozen=True, slots=True)
-class L2Verdict:
-    """What the condition should say about one Service."""
+class L2Verdict(Verdict[str]):
+    """What the condition should say about one Service (lbctl.core.condition's Verdict; its
+    reason an L2Success / L2Failure value, or BGPSuccess / BGPFailure for bgpcondition)."""
 
-    announced: bool
-    reason: str  # CamelCase: L2Success / L2Failure values
-    message: str
+    __slots__ = ()
 
     @property
-    def status(self) -> str:
-        return "True" if self.announced else "False"
+    def announced(self) -> bool:
+        return self.held
 
 
 def verdict(
@@ -131,48 +141,34 @@ def _shared(group: AnnouncementGroup, service: ServiceKey) -> str:
 # --- the condition as written --------------------------------------------------------------------
 
 
-def clip(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
-
-
 def find(status: object) -> Mapping[str, object] | None:
     """Our condition in a Service's status mapping, or None."""
-    conditions = status.get("conditions") if isinstance(status, Mapping) else None
-    if not isinstance(conditions, list):
-        return None
-    return next(
-        (c for c in conditions if isinstance(c, Mapping) and c.get("type") == CONDITION_TYPE),
-        None,
-    )
+    return condition_shape.find(status, CONDITION_TYPE)
 
 
 def up_to_date(previous: Mapping[str, object] | None, said: L2Verdict, generation: int) -> bool:
     """Whether `previous` (find()'s result) already says this: then nothing is written."""
-    return previous is not None and (
-        previous.get("status"),
-        previous.get("reason"),
-        previous.get("message"),
-        previous.get("observedGeneration"),
-    ) == (said.status, said.reason, clip(said.message), generation)
+    if previous is None:
+        return False
+    shown = tuple(previous.get(f) for f in ("status", "reason", "message", "observedGeneration"))
+    return condition_shape.says((shown[0], shown[1], shown[2], shown[3]), said, generation)
 
 
 def condition(
     said: L2Verdict, *, generation: int, now: datetime, previous: Mapping[str, object] | None
 ) -> dict[str, object]:
     """The condition to write: lastTransitionTime kept unless the status flips."""
-    since = previous.get("lastTransitionTime") if previous is not None else None
-    if previous is None or previous.get("status") != said.status or not isinstance(since, str):
-        since = rfc3339(now)
-    return {
-        "type": CONDITION_TYPE,
-        "status": said.status,
-        "observedGeneration": generation,
-        "lastTransitionTime": since,
-        "reason": said.reason,
-        "message": clip(said.message),
-    }
+    before = previous or {}
+    return condition_shape.build(
+        CONDITION_TYPE,
+        said,
+        generation=generation,
+        now=now,
+        previous_status=before.get("status"),
+        previous_since=before.get("lastTransitionTime"),
+    )
 
 
 def removal() -> dict[str, object]:
     """A strategic-merge list entry deleting our condition (and no other)."""
-    return {"type": CONDITION_TYPE, "$patch": "delete"}
+    return condition_shape.removal(CONDITION_TYPE)

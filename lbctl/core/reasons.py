@@ -21,12 +21,28 @@ class AllocFailure(enum.StrEnum):
     INVALID_ANNOTATION = "InvalidAnnotation"  # unreadable or contradictory annotations/spec
     CONFIG_INVALID = "ConfigInvalid"  # no valid config in force
     CLASS_MISMATCH = "ClassMismatch"  # loadBalancerClass is not ours
-    RENUMBERED = "Renumbered"  # an allowed renumbering config moved this Service
 
 
 class AllocSuccess(enum.StrEnum):
+    """Why a Service holds its addresses (the `lbctl.io/IPAllocated` condition's reason when
+    True); a distinct type, so an Assignment can never carry a failure reason."""
+
     ALLOCATED = "Allocated"
-    RESTORED = "Restored"
+    RESTORED = "Restored"  # found in status at start-up, kept (also: in no pool of the config)
+    RENUMBERED = "Renumbered"  # an allowed renumbering config moved this Service
+    ANNOTATION_IGNORED = "AnnotationIgnored"  # kept its IPs; its new annotations are unreadable
+
+
+class StartBlock(enum.StrEnum):
+    """What keeps the controller from working at all (the metric
+    `lbctl_controller_start_blocked{reason}` and /readyz say which)."""
+
+    LEASE_NAMESPACE_MISSING = "LeaseNamespaceMissing"  # no namespace to hold its Lease
+    CONFIG_MAP_MISSING = "ConfigMapMissing"  # the pool ConfigMap does not exist
+    CONFIG_KEY_MISSING = "ConfigKeyMissing"  # neither data["config.yaml"] nor data["config"]
+    CONFIG_INVALID = "ConfigInvalid"  # the only ConfigMap content seen does not load
+    UNAUTHORIZED = "Unauthorized"  # HTTP 401: the API server does not accept its credentials
+    FORBIDDEN = "Forbidden"  # HTTP 403: its identity lacks a rule it needs
 
 
 class L2Failure(enum.StrEnum):

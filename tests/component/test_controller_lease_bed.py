@@ -22,8 +22,10 @@ import pytest
 from controller_bed import Bed, bed
 from kubernetes import client
 
+from controller.kube import Kube
 from controller.lease import LeaderElector, LeaseConflict, LeaseError
 from lbctl.core.lease import LEASE_NAME, LeaseTiming, lease_spec
+from lbctl.kubeclient import api_client_for
 from lbctl.lab.controlplane import ControlPlane
 from lbctl.lab.reqlog import RequestRecord
 
@@ -32,13 +34,20 @@ TIMING = LeaseTiming()  # the defaults are what is measured here
 TAKEOVER_BUDGET = 5.0  # issue 4: the standby leads within 5 s of the leader dying
 
 
+def elector(kubeconfig: Path, namespace: str, identity: str, **kw: Any) -> LeaderElector:
+    """An elector on a client of its own, built as the controller builds its one (no urllib3
+    retries), writing through controller.kube."""
+    kube = Kube(api_client_for(str(kubeconfig), retries=False))
+    return LeaderElector.for_kube(kube, namespace, identity, **kw)
+
+
 class Candidate:
     """One replica's elector on its own thread and event loop."""
 
     def __init__(self, b: Bed, identity: str) -> None:
         self.identity = identity
         self.said: list[tuple[str, float]] = []
-        self.elector = LeaderElector.from_kubeconfig(
+        self.elector = elector(
             b.kubeconfig(identity),
             b.config_ns,
             identity,
@@ -67,6 +76,7 @@ class Candidate:
         self.loop.call_soon_threadsafe(self.task.cancel)
         self.thread.join(timeout=5)
         assert not self.thread.is_alive(), f"{self.identity} did not stop"
+        self.elector.store.kube.api_client.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -244,9 +254,7 @@ def test_leader_whose_writes_fail_is_fenced_by_its_renew_deadline(
 
 
 def test_store_maps_api_answers_to_records_and_errors(lab: Bed) -> None:
-    store = LeaderElector.from_kubeconfig(
-        lab.kubeconfig("store"), lab.config_ns, "store", timing=TIMING
-    ).store
+    store = elector(lab.kubeconfig("store"), lab.config_ns, "store", timing=TIMING).store
     spec = lease_spec(None, "store", 3, datetime.now(UTC))
 
     async def scenario() -> None:
@@ -279,3 +287,4 @@ def test_store_maps_api_answers_to_records_and_errors(lab: Bed) -> None:
         asyncio.run(scenario())
     finally:
         store.close()
+        store.kube.api_client.close()  # type: ignore[attr-defined]

@@ -235,8 +235,8 @@ def test_allow_renumber_moves_displaced_services_with_a_reason() -> None:
     assert change.accepted
     moved = [(r.key, r.reason, ips(r)) for r in change.renumbered]
     assert moved == [
-        (key("fill2"), AllocFailure.RENUMBERED, ("198.51.100.2",)),
-        (key("fill3"), AllocFailure.RENUMBERED, ("198.51.100.3",)),
+        (key("fill2"), AllocSuccess.RENUMBERED, ("198.51.100.2",)),
+        (key("fill3"), AllocSuccess.RENUMBERED, ("198.51.100.3",)),
     ]
     assert alloc.assignment(key("fill2")) == change.renumbered[0]
 

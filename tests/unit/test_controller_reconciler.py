@@ -15,7 +15,7 @@ from controller.observed import ServiceWrite
 from controller.reconciler import Decisions, Reconciler
 from lbctl.core.adapt import key_of
 from lbctl.core.model import ServiceKey
-from lbctl.core.reasons import AllocFailure
+from lbctl.core.reasons import AllocFailure, AllocSuccess
 
 REF = ("lbctl-system", "lbctl-config")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -323,7 +323,7 @@ def test_malformed_annotation_on_holder_keeps_ips(world: World) -> None:
     assert world.ips("default/web") == ["192.0.2.1"]
     cond = world.condition("default/web")
     assert cond is not None
-    assert (cond["status"], cond["reason"]) == ("True", "InvalidAnnotation")
+    assert (cond["status"], cond["reason"]) == ("True", AllocSuccess.ANNOTATION_IGNORED)
 
 
 def test_invalid_config_keeps_last_good_and_is_reported_once(world: World) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from controller.events import EventReason, EventType, EventWrite, ObjectRef
 from controller.observed import Desired, Observed, ServiceWrite, plan
-from controller.operator import Work, _merge
 from controller.workqueue import KeyedQueue
+from controller.writers import Work, merge
 
 
 def run(coro: object) -> object:
@@ -31,7 +31,7 @@ async def drain(q: KeyedQueue[str, str], n: int) -> list[tuple[str, str]]:
     return out
 
 
-def test_keys_come_out_in_first_put_order_with_merged_values() -> None:
+def test_keys_come_out_in_first_put_order_withmerged_values() -> None:
     async def main() -> list[tuple[str, str]]:
         q: KeyedQueue[str, str] = KeyedQueue(concat)
         for key, value in [("a", "1"), ("b", "1"), ("a", "2"), ("c", "1"), ("b", "2")]:
@@ -109,11 +109,11 @@ def _write(rv: str) -> ServiceWrite:
     ],
     ids=["events-only", "newer-write", "settle"],
 )
-def test_merge_keeps_every_event_and_the_newest_decision(
+def testmerge_keeps_every_event_and_the_newest_decision(
     newer: Work, expect_write: str | None, expect_settle: bool
 ) -> None:
     old = Work(write=_write("1"), events=(_event(EventReason.IP_ALLOCATED),))
-    merged = _merge(old, newer)
+    merged = merge(old, newer)
     assert merged.events == old.events + newer.events
     want = {"old": old.write, "new": newer.write, None: None}[expect_write]
     assert merged.write is want

@@ -1,0 +1,84 @@
+"""One shape for lbctl's Service conditions (metav1.Condition): a Verdict (holds or not, an enum
+reason, a message) and the helpers that find, write and remove one condition type in a status.
+Pure; used by controller/conditions.py (`lbctl.io/IPAllocated`) and lbctl.core.l2condition
+(`lbctl.io/AnnouncedL2`, which lbctl.core.bgpcondition reuses for `lbctl.io/AnnouncedBGP`).
+
+A condition is rewritten only when what it says changes, and its message is deterministic, so the
+same decision gives the same bytes; lastTransitionTime moves only when the status flips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from lbctl.core.timefmt import rfc3339
+
+# metav1.Condition caps message at 32768 characters; keep Events and conditions well below.
+MAX_MESSAGE = 1024
+
+# The reason: a StrEnum (CamelCase values) in lbctl.core.reasons.
+Reason_co = TypeVar("Reason_co", bound=str, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict(Generic[Reason_co]):
+    """What a condition should say about one object: `held` is its status."""
+
+    held: bool
+    reason: Reason_co
+    message: str
+
+    @property
+    def status(self) -> str:
+        return "True" if self.held else "False"
+
+
+def clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+def find(status: object, type_: str) -> Mapping[str, object] | None:
+    """The condition of type `type_` in a status mapping, or None."""
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    if not isinstance(conditions, list):
+        return None
+    return next(
+        (c for c in conditions if isinstance(c, Mapping) and c.get("type") == type_),
+        None,
+    )
+
+
+def says(shown: tuple[object, object, object, object], said: Verdict[str], generation: int) -> bool:
+    """Whether a condition showing (status, reason, message, observedGeneration) says `said`."""
+    return shown == (said.status, str(said.reason), clip(said.message), generation)
+
+
+def build(
+    type_: str,
+    said: Verdict[str],
+    *,
+    generation: int,
+    now: datetime,
+    previous_status: object = None,
+    previous_since: object = None,
+) -> dict[str, object]:
+    """The condition to write: lastTransitionTime kept unless the status flips."""
+    since = previous_since
+    if previous_status != said.status or not isinstance(since, str):
+        since = rfc3339(now)
+    return {
+        "type": type_,
+        "status": said.status,
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+        "reason": str(said.reason),
+        "message": clip(said.message),
+    }
+
+
+def removal(type_: str) -> dict[str, object]:
+    """A strategic-merge list entry deleting the condition of type `type_` (and no other)."""
+    return {"type": type_, "$patch": "delete"}
