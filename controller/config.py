@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lbctl.configmap import load_configmap
+from lbctl.configmap import DATA_KEYS, LBCTL_KEY, METALLB_KEY, load_configmap
 from lbctl.core.model import Config, ConfigError, ParsedConfig
+from lbctl.core.reasons import StartBlock
 
 DEFAULT_CONFIG_MAP = ("lbctl-system", "lbctl-config")
 
@@ -91,6 +92,29 @@ class ConfigState:
 
     def reject(self, problem: str) -> None:
         self.problem = problem
+
+    def blocker(self, body: Mapping[str, Any] | None) -> tuple[StartBlock, str] | None:
+        """Why no config is in force, after `body` (the newest ConfigMap, None: absent) was
+        read, as a start blocker (controller.blocked) and what to do; None when one is."""
+        if self.loaded:
+            return None
+        keys = f'data["{LBCTL_KEY}"] (lbctl format) or data["{METALLB_KEY}"] (MetalLB format)'
+        if body is None:
+            return StartBlock.CONFIG_MAP_MISSING, (
+                f"{self.where} not found, so no address can be assigned: create it with the "
+                f"pools under {keys}, or point --config-map at yours"
+            )
+        data = body.get("data")
+        if not isinstance(data, Mapping) or not any(k in data for k in DATA_KEYS):
+            present = ", ".join(sorted(map(str, data))) if isinstance(data, Mapping) else "none"
+            return StartBlock.CONFIG_KEY_MISSING, (
+                f"{self.where} has no key this controller reads (its keys: {present}): put the "
+                f"pools under {keys}"
+            )
+        return StartBlock.CONFIG_INVALID, (
+            f"{self.problem or self.where + ' does not load'}: fix it (`lbctl validate` checks "
+            "a file before it is applied)"
+        )
 
     def why_no_config(self) -> str:
         """The message pending Services carry while no valid config was ever loaded."""

@@ -121,6 +121,19 @@ class Kube:
         doing = f"reading configmap {namespace}/{name}"
         return self._get(doing, self.core.read_namespaced_config_map, namespace, name)
 
+    def get_namespace(self, name: str) -> Body | None:
+        doing = f"reading namespace {name}"
+        try:
+            resp: Any = self.core.read_namespace(
+                name, _preload_content=False, _request_timeout=TIMEOUT
+            )
+        except _FAILURES as err:
+            found = _raise(doing, err)
+            if isinstance(found, NotFound):
+                return None
+            raise found from err
+        return _json(doing, resp.data)
+
     def get_service(self, namespace: str, name: str) -> Body | None:
         doing = f"reading service {namespace}/{name}"
         return self._get(doing, self.core.read_namespaced_service, namespace, name)

@@ -15,7 +15,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,7 +61,22 @@ def default_identity() -> str:
 
 
 class LeaseError(Exception):
-    """A Lease read or write failed (no answer, timeout, 5xx, ...)."""
+    """A Lease read or write failed (no answer, timeout, 5xx, ...); `status` is the HTTP status
+    (0: no answer at all)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# What the elector tells its owner after each request: what it did ("read", "create",
+# "replace") and the error (None: it worked). True: the owner reported the error itself (see
+# controller.blocked), so the elector's own line about it drops to DEBUG.
+Report = Callable[[str, "LeaseError | None"], Awaitable[bool]]
+
+
+async def _no_report(doing: str, err: LeaseError | None) -> bool:
+    return False
 
 
 class LeaseConflict(LeaseError):
@@ -99,8 +114,10 @@ class KubeLeaseStore:
                 body = fn(self.ns, *args, self.timeout)
                 return None if body is None else parse_lease(body)
             except Conflict as err:
-                raise LeaseConflict(f"{what} lease {self.ns}/{self.name}: {err}") from err
-            except (KubeError, ValueError) as err:
+                raise LeaseConflict(f"{what} lease {self.ns}/{self.name}: {err}", 409) from err
+            except KubeError as err:
+                raise LeaseError(f"{what} lease {self.ns}/{self.name}: {err}", err.status) from err
+            except ValueError as err:
                 raise LeaseError(f"{what} lease {self.ns}/{self.name}: {err}") from err
 
         future = asyncio.get_running_loop().run_in_executor(self._pool, work)
@@ -152,6 +169,7 @@ class LeaderElector:
         on_started_leading: Callable[[], object] | None = None,
         on_stopped_leading: Callable[[], object] | None = None,
         release_on_cancel: bool = True,
+        report: Report = _no_report,
     ) -> None:
         self.store, self.identity = store, identity
         self.timing = timing or LeaseTiming()
@@ -159,6 +177,7 @@ class LeaderElector:
         self._on_started = on_started_leading or (lambda: None)
         self._on_stopped = on_stopped_leading or (lambda: None)
         self.release_on_cancel = release_on_cancel
+        self._report = report
         self._record: LeaseRecord | None = None
         self._observed_at = clock()
         self._renewed_at: float | None = None  # start of our last successful write as holder
@@ -220,9 +239,11 @@ class LeaderElector:
         try:
             record = await self.store.get()
         except LeaseError as err:
-            log.warning("lease_read_failed identity=%s error=%s", self.identity, err)
+            level = logging.DEBUG if await self._report("read", err) else logging.WARNING
+            log.log(level, "lease_read_failed identity=%s error=%s", self.identity, err)
             self._sync()
             return self.timing.retry_period
+        await self._report("read", None)
         self._observe(record)
         now, leading = self._clock(), self._renewed_at is not None
         decision = decide(record, self._observed_at, now, self.identity, leading=leading)
@@ -238,6 +259,7 @@ class LeaderElector:
     async def _write(self, decision: Decision, record: LeaseRecord | None) -> bool:
         started = self._clock()
         spec = lease_spec(record, self.identity, self.timing.lease_duration, self._wall())
+        doing = "create" if record is None else "replace"
         try:
             if record is None:
                 new = await self.store.create(spec)
@@ -245,8 +267,12 @@ class LeaderElector:
                 new = await self.store.replace(spec, record.resource_version)
         except LeaseError as err:
             act = decision.action.value
-            log.info("lease_write_failed identity=%s action=%s error=%s", self.identity, act, err)
+            level = logging.DEBUG if await self._report(doing, err) else logging.INFO
+            log.log(
+                level, "lease_write_failed identity=%s action=%s error=%s", self.identity, act, err
+            )
             return False
+        await self._report(doing, None)
         if decision.action is not Action.RENEW:
             why, n = decision.why.value, new.transitions
             log.info("lease_acquired identity=%s why=%s transitions=%d", self.identity, why, n)

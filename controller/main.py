@@ -10,7 +10,7 @@ import sys
 
 from controller.config import DEFAULT_CONFIG_MAP
 from controller.lease import default_identity
-from controller.runner import DEFAULT_LEASE_NAMESPACE, Controller, Options
+from controller.runner import Controller, Options
 from lbctl.flags import host_port, object_ref
 
 
@@ -49,8 +49,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--namespace",
-        default=os.environ.get("POD_NAMESPACE") or DEFAULT_LEASE_NAMESPACE,
-        help="namespace of the Lease (default: $POD_NAMESPACE, else %(default)s)",
+        default=os.environ.get("POD_NAMESPACE") or None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, the namespace it runs in; else "
+        "the --config-map's namespace)",
     )
     p.add_argument(
         "--identity",

@@ -19,9 +19,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from lbctl.core.reasons import AllocFailure, AllocSuccess
+from lbctl.core.reasons import AllocFailure, AllocSuccess, StartBlock
 
 if TYPE_CHECKING:
+    from controller.blocked import Blockers
     from controller.reconciler import Reconciler
 
 log = logging.getLogger("lbctl.controller.metrics")
@@ -75,6 +76,10 @@ class Metrics:
     def wrote(self, kind: str, result: str) -> None:
         self.writes.labels(kind=kind, result=result).inc()
 
+    def watch_blockers(self, blockers: Blockers) -> None:
+        """lbctl_controller_start_blocked{reason}: 1 for each StartBlock in force, else 0."""
+        self.registry.register(_BlockedCollector(blockers))
+
     def watch(self, reconciler: Callable[[], Reconciler]) -> None:
         """Report the state of whichever Reconciler is current at scrape time."""
         self.registry.register(_StateCollector(reconciler))
@@ -118,3 +123,19 @@ class _StateCollector(Collector):
             "LoadBalancer Services waiting for an address",
             value=len(allocator.pending()),
         )
+
+
+class _BlockedCollector(Collector):
+    def __init__(self, blockers: Blockers) -> None:
+        self._blockers = blockers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "lbctl_controller_start_blocked",
+            "1 while this reason keeps the controller from working (the log says what to do)",
+            labels=["reason"],
+        )
+        now = self._blockers.blocked()
+        for reason in StartBlock:
+            family.add_metric([reason.value], 1 if reason in now else 0)
+        yield family

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from controller.blocked import Blockers, refused
 from controller.kube import Kube, KubeError
 from controller.reconciler import Decisions, Reconciler
 from controller.retries import Retries, delay
@@ -42,8 +43,10 @@ class Operator:
         *,
         leader: Callable[[], bool] = lambda: True,
         workers: int = WORKERS,
+        blockers: Blockers | None = None,
     ) -> None:
         self._make = make_reconciler
+        self.blockers = blockers or Blockers()
         self.reconciler = make_reconciler()
         self.kube = kube
         self.leader = leader
@@ -142,6 +145,8 @@ class Operator:
         self.writers.clear()
         self.retries.clear()
         self.reconciler = self._make()
+        self.blockers.clear_all("read")  # a standby reads nothing, and has no config to judge
+        self.blockers.clear_all("config")
 
     async def _restore(self) -> None:
         self.reconciler = self._make()
@@ -156,22 +161,25 @@ class Operator:
                 services = await self.writers.call(self.kube.list_services, self.reconciler.digest)
                 break
             except KubeError as err:
-                log.warning("restore_read_failed attempt=%d error=%s", attempt + 1, err)
+                level = logging.DEBUG if refused(self.blockers, "read", err) else logging.WARNING
+                log.log(level, "restore_read_failed attempt=%d error=%s", attempt + 1, err)
                 await asyncio.sleep(delay(attempt))
         else:
             raise RuntimeError("could not read the cluster to restore")
+        self.blockers.clear_all("read")
         decisions = self.reconciler.restore(
             configmap=configmap, namespaces=namespaces, services=services, defer=True
         )
+        self._judge_config(configmap)
         self.apply(decisions)
         self.activations += 1
         log.info("restore_done services=%d to_settle=%d", len(services), len(decisions.settle))
 
     async def _reread_others(self) -> None:
         ns, name = self.reconciler.config.namespace, self.reconciler.config.name
-        self.apply(
-            self.reconciler.on_config(await self.writers.call(self.kube.get_configmap, ns, name))
-        )
+        configmap = await self.writers.call(self.kube.get_configmap, ns, name)
+        self.apply(self.reconciler.on_config(configmap))
+        self._judge_config(configmap)
         for body in await self.writers.call(self.kube.list_namespaces):
             self.apply(self.reconciler.on_namespace(body))
 
@@ -212,7 +220,16 @@ class Operator:
     async def on_config(self, event_type: str | None, body: Body) -> None:
         if not self._deciding(None):
             return
-        self.apply(self.reconciler.on_config(None if event_type == "DELETED" else body))
+        configmap = None if event_type == "DELETED" else body
+        self.apply(self.reconciler.on_config(configmap))
+        self._judge_config(configmap)
+
+    def _judge_config(self, body: Body | None) -> None:
+        """A start blocker while no config is in force (ConfigMap or key missing, invalid)."""
+        found = self.reconciler.config.blocker(body)
+        self.blockers.clear_all("config", but=None if found is None else found[0])
+        if found is not None:
+            self.blockers.block(found[0], "config", found[1])
 
     # --- deciding again -------------------------------------------------------------------
 

@@ -9,30 +9,28 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import kopf
 
 from controller import handlers
+from controller.blocked import Blockers, refused
 from controller.config import DEFAULT_CONFIG_MAP
 from controller.heartbeat import Heartbeat
-from controller.kube import Kube
-from controller.lease import LeaderElector
+from controller.kube import Kube, KubeError
+from controller.lease import LeaderElector, LeaseError
 from controller.metrics import Metrics
 from controller.operator import Operator
 from controller.reconciler import Reconciler
-from lbctl.core.lease import LeaseTiming
+from lbctl.core.lease import LEASE_NAME, LeaseTiming
+from lbctl.core.reasons import StartBlock
 from lbctl.health import HealthServer
 from lbctl.kubeclient import api_client_for, connection_info, kopf_settings
 
 log = logging.getLogger("lbctl.controller")
 T = TypeVar("T")
-DEFAULT_LEASE_NAMESPACE = "lbctl-system"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +42,7 @@ class Options:
     metrics_port: int = 7472  # MetalLB's controller metrics port, so dashboards carry over
     instance: str | None = None  # reportingInstance of Events (default: hostname)
     leader_elect: bool = False  # campaign for the Lease (lbctl-controller turns this on)
-    lease_namespace: str = DEFAULT_LEASE_NAMESPACE
+    lease_namespace: str | None = None  # None: the ConfigMap's (main passes $POD_NAMESPACE)
     identity: str | None = None  # holderIdentity in the Lease (default: lease.default_identity())
     lease_timing: LeaseTiming | None = None  # None: LeaseTiming()'s defaults
 
@@ -61,6 +59,8 @@ class Controller:
         # no urllib3 retries: the writers' retries and the election loop are the retry.
         self.api_client = api_client_for(options.kubeconfig, retries=False)
         self.metrics = Metrics()
+        self.blockers = Blockers()
+        self.metrics.watch_blockers(self.blockers)
         self.elector: LeaderElector | None = None
         if options.leader_elect and leader is not None:
             raise ValueError("leader= and leader_elect are exclusive")
@@ -71,19 +71,23 @@ class Controller:
             on_write=self.metrics.wrote,
             instance=options.instance,
         )
+        self.lease_namespace = options.lease_namespace or options.config_map[0]
         if options.leader_elect:
             self.elector = LeaderElector.for_kube(
                 self.kube,
-                options.lease_namespace,
+                self.lease_namespace,
                 options.identity,
                 timing=options.lease_timing,
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
+                report=self._lease_answer,
             )
             self._leader = self.elector.is_leader
         fence = self.may_write
         self.metrics.leader.set_function(lambda: 1.0 if fence() else 0.0)
-        self.operator = Operator(self._new_reconciler, self.kube, leader=fence)
+        self.operator = Operator(
+            self._new_reconciler, self.kube, leader=fence, blockers=self.blockers
+        )
         self.heartbeat = Heartbeat()
         self.metrics.watch(lambda: self.operator.reconciler)
         self.metrics.queued.set_function(lambda: float(self.operator.queued()))
@@ -94,10 +98,42 @@ class Controller:
         self.health = HealthServer(
             self.metrics,
             alive=self.heartbeat.alive,
-            ready=self.operator.is_ready,
+            ready=self.is_ready,
+            explain=self.blockers.why,
             host=options.metrics_host,
             port=options.metrics_port,
         )
+
+    def is_ready(self) -> bool:
+        """/readyz: restored (or a standby) and nothing blocks the controller."""
+        return self.operator.is_ready() and not self.blockers.blocked()
+
+    async def _lease_answer(self, doing: str, err: LeaseError | None) -> bool:
+        """The elector's report: an answer that blocks the controller becomes a blocker."""
+        if err is None:
+            self.blockers.clear_all("lease")
+            return False
+        if err.status == 403 or (err.status == 404 and doing == "create"):
+            # A create's 404: no such namespace; a 403 may mean that too, RBAC being namespaced
+            # (no Role can exist in a namespace that does not), so ask: it may read Namespaces.
+            try:
+                found = await self.operator.writers.call(
+                    self.kube.get_namespace, self.lease_namespace
+                )
+                missing = found is None
+            except KubeError:
+                missing = err.status == 404
+            if missing:
+                self.blockers.block(
+                    StartBlock.LEASE_NAMESPACE_MISSING,
+                    "lease",
+                    f"namespace {self.lease_namespace} does not exist, so the Lease "
+                    f"{self.lease_namespace}/{LEASE_NAME} cannot be created and this replica "
+                    "never leads: create the namespace (deploy/rbac.yaml does), or run with "
+                    "--namespace (default: $POD_NAMESPACE, else the ConfigMap's namespace)",
+                )
+                return True
+        return refused(self.blockers, "lease", err)
 
     def may_write(self) -> bool:
         """The fence every write but the Lease's passes (controller.kube asks it)."""
@@ -119,12 +155,6 @@ class Controller:
         """The deciding state (replaced on each activation)."""
         return self.operator.reconciler
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        """Run a coroutine on the controller's loop from another thread (tests, the elector)."""
-        if self.loop is None:
-            raise RuntimeError("controller is not running")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
     async def run(self, stop_flag: threading.Event | None = None) -> None:
         """Run until stop_flag is set (or kopf is signalled, in the main thread)."""
         self.loop = asyncio.get_running_loop()
@@ -134,10 +164,11 @@ class Controller:
         tasks = [
             asyncio.create_task(self.operator.retries.run(), name="lbctl-retry"),
             asyncio.create_task(self.heartbeat.run(), name="lbctl-heartbeat"),
+            asyncio.create_task(self.blockers.run(), name="lbctl-blockers"),
             *self.operator.writers.start(),
         ]
         if self.elector is not None:
-            who, ns = self.elector.identity, self.options.lease_namespace
+            who, ns = self.elector.identity, self.lease_namespace
             log.info("leader_election identity=%s namespace=%s", who, ns)
             tasks.append(asyncio.create_task(self.elector.run(), name="lbctl-lease"))
         try:
@@ -159,49 +190,3 @@ class Controller:
         self.operator.close()
         with contextlib.suppress(Exception):
             cast(Callable[[], None], self.api_client.close)()
-
-
-class ControllerThread:
-    """A controller in its own thread and event loop (component tests): start() waits until it
-    has restored and is ready; stop() ends it."""
-
-    def __init__(self, options: Options, *, leader: Callable[[], bool] | None = None) -> None:
-        self.controller = Controller(options, leader=leader)
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="lbctl-controller", daemon=True)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self.controller.run(stop_flag=self._stop))
-        except BaseException as err:  # surfaced by start()/stop() in the test's thread
-            self._error = err
-
-    def start(self, timeout: float = 15.0) -> ControllerThread:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.controller.operator.ready:
-            if self._error is not None or not self._thread.is_alive():
-                raise RuntimeError("controller died at start-up") from self._error
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"controller not ready after {timeout}s")
-            time.sleep(0.02)
-        return self
-
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError(f"controller still running {timeout}s after stop")
-
-    def __enter__(self) -> ControllerThread:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -20,7 +20,8 @@ class Rendered(Protocol):
 
 class HealthServer:
     """/metrics, /livez and /readyz over plain HTTP, in a daemon thread. `metrics` is anything
-    with a `render() -> bytes` (the Prometheus text of its registry)."""
+    with a `render() -> bytes` (the Prometheus text of its registry); `explain` says why it is
+    not ready, in /readyz's body after "not ok"."""
 
     def __init__(
         self,
@@ -28,10 +29,11 @@ class HealthServer:
         *,
         alive: Callable[[], bool],
         ready: Callable[[], bool],
+        explain: Callable[[], str] = lambda: "",
         host: str = "0.0.0.0",  # probes and scrapes come from the node
         port: int = 0,
     ) -> None:
-        handler = _handler(metrics, alive, ready)
+        handler = _handler(metrics, alive, ready, explain)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
@@ -50,16 +52,24 @@ class HealthServer:
 
 
 def _handler(
-    metrics: Rendered, alive: Callable[[], bool], ready: Callable[[], bool]
+    metrics: Rendered,
+    alive: Callable[[], bool],
+    ready: Callable[[], bool],
+    explain: Callable[[], str],
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
-            elif path in ("/livez", "/readyz"):
-                ok = alive() if path == "/livez" else ready()
+            elif path == "/livez":
+                ok = alive()
                 self._send(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")
+            elif path == "/readyz":
+                if ready():
+                    self._send(200, b"ok\n", "text/plain")
+                else:
+                    self._send(503, f"not ok\n{explain()}".encode(), "text/plain")
             else:
                 self._send(404, b"not found\n", "text/plain")
 

@@ -13,6 +13,10 @@ from typing import Any
 KILL_WAIT = 5.0  # s to reap a child after SIGKILL
 
 
+class WaitTimeout(TimeoutError):
+    """wait_for's condition did not hold in time; the message names what was awaited."""
+
+
 def stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
     """SIGTERM a child we started (by its PID, through its Popen), SIGKILL it if it outlives
     `grace` seconds, and reap it. Nothing happens if it has exited already."""
@@ -44,11 +48,12 @@ def wait_for(
     timeout: float = 5.0,
     what: str = "condition",
     *,
-    error: type[Exception] = AssertionError,
+    error: type[Exception] = WaitTimeout,
     interval: float = 0.02,
 ) -> Any:
-    """Poll pred until it returns something truthy, and return that; raise `error` naming
-    `what` after `timeout` seconds (tests want AssertionError, scripts TimeoutError)."""
+    """Poll pred until it returns something truthy, and return that; raise `error` (WaitTimeout
+    unless told otherwise) naming `what` after `timeout` seconds. pytest reports any exception
+    as a failure, so tests need no AssertionError from product code."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := pred():

@@ -27,7 +27,8 @@ import yaml
 from kubernetes import client, config
 from service_history import ServiceHistory, ingress_ips
 
-from controller.runner import ControllerThread, Options
+from controller.runner import Options
+from controller.testing import ControllerThread
 from lbctl.lab.controlplane import KUBECTL, ControlPlane
 from lbctl.lab.faultproxy import FaultProxy
 from lbctl.lab.pki import write_kubeconfig
@@ -218,6 +219,16 @@ class Bed:
             timeout,
             f"{count} IP(s) on {ns}/{name}",
         )
+
+    def wait_pool(self, ns: str, name: str, timeout: float = 5.0) -> str:
+        """The pool annotation, once there: the second patch of a write, after the status."""
+
+        def pool() -> str | None:
+            meta = (self.get(ns, name) or {}).get("metadata") or {}
+            return (meta.get("annotations") or {}).get("lbctl.io/ip-allocated-from-pool")
+
+        found: str = wait_for(pool, timeout, f"the pool annotation on {ns}/{name}")
+        return found
 
     def wait_condition(
         self, ns: str, name: str, reason: str, timeout: float = 5.0

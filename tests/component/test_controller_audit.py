@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from controller_bed import Bed, bed, lbctl_config, metric, wait_for
 
-from controller.runner import ControllerThread, Options
+from controller.runner import Options
+from controller.testing import ControllerThread
 from lbctl.lab.controlplane import ControlPlane
 
 ME = "auditee"

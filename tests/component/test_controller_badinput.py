@@ -17,7 +17,7 @@ from controller_bed import (
     wait_quiet,
 )
 
-from controller.runner import ControllerThread
+from controller.testing import ControllerThread
 from lbctl.lab.controlplane import ControlPlane
 
 POOLS = """\
@@ -175,9 +175,7 @@ def test_failed_writes_are_retried_until_they_land(world: World) -> None:
     assert b.wait_ips(ns, "svc", timeout=10)
     assert len(_answers(b, ns, 500)) == 3
     assert b.wait_condition(ns, "svc", "Allocated")
-    body = b.get(ns, "svc")
-    assert body is not None
-    assert body["metadata"]["annotations"]["lbctl.io/ip-allocated-from-pool"] == "public"
+    assert b.wait_pool(ns, "svc") == "public"
 
 
 def test_conflicting_write_is_decided_again_on_a_fresh_read(world: World) -> None:

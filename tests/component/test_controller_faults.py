@@ -24,7 +24,8 @@ from controller_bed import (
     wait_for,
 )
 
-from controller.runner import ControllerThread, Options
+from controller.runner import Options
+from controller.testing import ControllerThread
 from lbctl.lab.controlplane import ControlPlane
 from lbctl.lab.faults import FaultRule
 

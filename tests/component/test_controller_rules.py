@@ -47,17 +47,7 @@ def test_requested_ip_annotation_and_spec_are_honoured(world: Bed) -> None:
     world.service(ns, "by-spec", loadBalancerIP="203.0.113.6")
     assert world.wait_ips(ns, "by-annotation") == ["203.0.113.5"]
     assert world.wait_ips(ns, "by-spec") == ["203.0.113.6"]
-    # The pool annotation is the second patch of the write, after the status with the IP.
-    pool = wait_for(
-        lambda: (
-            ((world.get(ns, "by-annotation") or {}).get("metadata") or {})
-            .get("annotations", {})
-            .get("lbctl.io/ip-allocated-from-pool")
-        ),
-        5,
-        "the pool annotation on by-annotation",
-    )
-    assert pool == "reserved"
+    assert world.wait_pool(ns, "by-annotation") == "reserved"
 
 
 def test_requested_ip_already_taken_is_unavailable(world: Bed) -> None:

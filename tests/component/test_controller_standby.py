@@ -8,7 +8,8 @@ from pathlib import Path
 
 from controller_bed import bed, lbctl_config, wait_for
 
-from controller.runner import ControllerThread, Options
+from controller.runner import Options
+from controller.testing import ControllerThread
 from lbctl.lab.controlplane import ControlPlane
 
 POOLS = '- name: public\n  addresses: ["192.0.2.0/29"]\n'
@@ -41,7 +42,7 @@ def test_standby_writes_nothing_until_activated_then_restores_before_assigning(
             writes = [r for r in b.proxy.requests(identity="standby") if r.method != "GET"]
             assert writes == []
             leading.set()
-            ctl.controller.submit(operator.activate()).result(timeout=10)
+            ctl.submit(operator.activate()).result(timeout=10)
             assert operator.active
             early = b.wait_ips(ns, "early")
             assert early != ["192.0.2.0"]
@@ -82,7 +83,7 @@ def test_takeover_during_steady_churn_becomes_active_without_waiting_for_quiet(
             writer.start()
             try:
                 leading.set()
-                ctl.controller.submit(operator.activate())
+                ctl.submit(operator.activate())
                 wait_for(lambda: operator.active, 10, "the replica to become active")
                 assert writer.is_alive(), "activation waited for the churn to end"
             finally:
