@@ -37,8 +37,21 @@ def register(
     async def _namespace(event: kopf.RawEvent, **_: Any) -> None:
         await operator.on_namespace(event["type"], event["object"])
 
+
+def register_config(
+    registry: kopf.OperatorRegistry,
+    operator: Operator,
+    login: Callable[[], kopf.ConnectionInfo],
+) -> None:
+    """The pool ConfigMap's handler, on a registry of its own: runner watches it with an
+    operator scoped to its namespace and a fieldSelector on its name (least privilege)."""
+
+    @kopf.on.login(registry=registry)
+    def _login(**_: Any) -> kopf.ConnectionInfo:
+        return login()
+
     def _is_config(name: str | None, namespace: str | None, **_: Any) -> bool:
-        return operator.reconciler.config.matches(namespace, name)
+        return operator.reconciler.config.matches(namespace, name)  # the server filtered already
 
     @kopf.on.event("v1", "configmaps", registry=registry, when=_is_config)
     async def _configmap(event: kopf.RawEvent, **_: Any) -> None:

@@ -121,18 +121,19 @@ class Kube:
         doing = f"reading configmap {namespace}/{name}"
         return self._get(doing, self.core.read_namespaced_config_map, namespace, name)
 
-    def get_namespace(self, name: str) -> Body | None:
-        doing = f"reading namespace {name}"
+    def namespace_exists(self, name: str) -> bool:
+        """By a list with fieldSelector=metadata.name=NAME: the `list` the controller's RBAC
+        grants already (it watches Namespaces), not a `get` that only this would use."""
+        doing = f"looking for namespace {name}"
         try:
-            resp: Any = self.core.read_namespace(
-                name, _preload_content=False, _request_timeout=TIMEOUT
+            resp: Any = self.core.list_namespace(
+                field_selector=f"metadata.name={name}",
+                _preload_content=False,
+                _request_timeout=TIMEOUT,
             )
         except _FAILURES as err:
-            found = _raise(doing, err)
-            if isinstance(found, NotFound):
-                return None
-            raise found from err
-        return _json(doing, resp.data)
+            raise _raise(doing, err) from err
+        return bool(_json(doing, resp.data).get("items"))
 
     def get_service(self, namespace: str, name: str) -> Body | None:
         doing = f"reading service {namespace}/{name}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,7 +95,10 @@ class Controller:
         self.metrics.activations.set_function(lambda: float(self.operator.activations))
         self.metrics.retrying.set_function(lambda: float(self.operator.pending_retries()))
         self.registry = kopf.OperatorRegistry()
-        handlers.register(self.registry, self.operator, lambda: connection_info(self.api_client))
+        self.config_registry = kopf.OperatorRegistry()
+        login = lambda: connection_info(self.api_client)  # noqa: E731
+        handlers.register(self.registry, self.operator, login)
+        handlers.register_config(self.config_registry, self.operator, login)
         self.health = HealthServer(
             self.metrics,
             alive=self.heartbeat.alive,
@@ -117,10 +121,10 @@ class Controller:
             # A create's 404: no such namespace; a 403 may mean that too, RBAC being namespaced
             # (no Role can exist in a namespace that does not), so ask: it may read Namespaces.
             try:
-                found = await self.operator.writers.call(
-                    self.kube.get_namespace, self.lease_namespace
+                exists = await self.operator.writers.call(
+                    self.kube.namespace_exists, self.lease_namespace
                 )
-                missing = found is None
+                missing = not exists
             except KubeError:
                 missing = err.status == 404
             if missing:
@@ -171,19 +175,49 @@ class Controller:
             who, ns = self.elector.identity, self.lease_namespace
             log.info("leader_election identity=%s namespace=%s", who, ns)
             tasks.append(asyncio.create_task(self.elector.run(), name="lbctl-lease"))
+        stop = stop_flag or threading.Event()
         try:
-            await kopf.operator(
-                registry=self.registry,
-                settings=kopf_settings(),
-                standalone=True,
-                clusterwide=True,
-                stop_flag=stop_flag,
-            )
+            await self._watch(stop)
         finally:
+            stop.set()  # releases kopf's threads waiting on it
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.close()
+
+    async def _watch(self, stop: threading.Event) -> None:
+        """kopf's watches, as two operators run as one (kopf.spawn_tasks, then one
+        kopf.run_tasks: when either stops, both do): Services and Namespaces cluster-wide, and
+        the one ConfigMap by a watch of its namespace with fieldSelector=metadata.name=NAME on
+        the wire (kopf's settings.watching.field_selectors), so RBAC grants ConfigMaps in that
+        namespace only (a Role) and no other ConfigMap is ever sent to the controller."""
+        ns, name = self.options.config_map
+        config_settings = kopf_settings()
+        config_settings.watching.field_selectors["v1", "configmaps"] = f"metadata.name={name}"
+        existing = asyncio.all_tasks()
+        tasks = [
+            *await kopf.spawn_tasks(
+                registry=self.registry,
+                settings=kopf_settings(),
+                standalone=True,
+                clusterwide=True,
+                stop_flag=stop,
+            ),
+            *await kopf.spawn_tasks(
+                registry=self.config_registry,
+                settings=config_settings,
+                standalone=True,
+                namespaces=[ns],
+                stop_flag=stop,
+            ),
+        ]
+        if threading.current_thread() is threading.main_thread():
+            # Each spawn installed its own SIGTERM/SIGINT handler, the last one replacing the
+            # first: one handler for both instead, through the stop flag they share.
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        await kopf.run_tasks(tasks, ignored=existing)
 
     def close(self) -> None:
         self.health.stop()
