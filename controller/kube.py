@@ -59,6 +59,10 @@ class NotLeader(Exception):
     """The fencing hook said no: this replica must not write."""
 
 
+class DryRun(Exception):
+    """--dry-run: the write was logged (object and patch), not made."""
+
+
 def _raise(doing: str, err: Exception) -> KubeError:
     if isinstance(err, client.exceptions.ApiException):
         status = int(err.status or 0)
@@ -81,7 +85,9 @@ class Kube:
         leader: Callable[[], bool] = lambda: True,
         on_write: Callable[[str, str], None] | None = None,
         instance: str | None = None,
+        dry_run: bool = False,
     ) -> None:
+        self.dry_run = dry_run
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
@@ -152,6 +158,12 @@ class Kube:
 
     # --- writes -----------------------------------------------------------------------------
 
+    def _pretend(self, kind: str, what: str, patch: Body) -> None:
+        """--dry-run: say the write this would make, instead of making it."""
+        text = json.dumps(patch, sort_keys=True, separators=(",", ":"))
+        log.info("dry_run_write kind=%s object=%s patch=%s", kind, what.replace(" ", "/", 1), text)
+        self._on_write(kind, "dry_run")
+
     def _fence(self, doing: str) -> None:
         if not self.leader():
             self._on_write("fenced", "skipped")
@@ -165,6 +177,15 @@ class Kube:
         """
         rv = write.resource_version
         status, annotations = write.status, write.annotations  # each built once, here
+        if self.dry_run:
+            self._fence(f"patching service {write.key}")
+            if status is not None:
+                self._pretend("status", f"Service {write.key}", {"status": status})
+            if annotations is not None:
+                self._pretend(
+                    "metadata", f"Service {write.key}", {"metadata": {"annotations": annotations}}
+                )
+            raise DryRun(write.key)
         body: Body = {}
         between: str | None = None
         if status is not None:
@@ -226,6 +247,9 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
+        if self.dry_run:
+            self._pretend("event", f"{ref.kind} {ref.namespace}/{ref.name}", body)
+            raise DryRun(doing)
         try:
             self.core.create_namespaced_event(
                 ref.namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT

@@ -58,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
         help="holder identity in the Lease (default: $POD_NAME or the hostname, plus a random "
         "suffix)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide and log every write it would make (the object and the patch, "
+        "`dry_run_write`), make none; no leader election and no Lease either, so it can run "
+        "beside a real leader",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         leader_elect=args.leader_elect,
         lease_namespace=args.namespace,
         identity=args.identity or default_identity(),
+        dry_run=args.dry_run,
     )
     controller = Controller(options)
     asyncio.run(controller.run())  # kopf stops on SIGTERM/SIGINT in the main thread

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -46,6 +47,9 @@ class Options:
     lease_namespace: str | None = None  # None: the ConfigMap's (main passes $POD_NAMESPACE)
     identity: str | None = None  # holderIdentity in the Lease (default: lease.default_identity())
     lease_timing: LeaseTiming | None = None  # None: LeaseTiming()'s defaults
+    # Decide and log every write (object, patch), make none, the Lease included: no campaign,
+    # so it can run beside a real leader without fighting it (it decides as if it led).
+    dry_run: bool = False
 
 
 class Controller:
@@ -63,6 +67,9 @@ class Controller:
         self.blockers = Blockers()
         self.metrics.watch_blockers(self.blockers)
         self.elector: LeaderElector | None = None
+        if options.dry_run:
+            options = dataclasses.replace(options, leader_elect=False)
+            self.options = options
         if options.leader_elect and leader is not None:
             raise ValueError("leader= and leader_elect are exclusive")
         self._leader = leader or (lambda: True)
@@ -71,6 +78,7 @@ class Controller:
             leader=self.may_write,
             on_write=self.metrics.wrote,
             instance=options.instance,
+            dry_run=options.dry_run,
         )
         self.lease_namespace = options.lease_namespace or options.config_map[0]
         if options.leader_elect:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from controller.events import EventWrite
-from controller.kube import Conflict, Kube, KubeError, NotLeader
+from controller.kube import Conflict, DryRun, Kube, KubeError, NotLeader
 from controller.observed import ServiceWrite
 from controller.reconciler import Decisions, Reconciler
 from controller.retries import Retries
@@ -129,6 +129,8 @@ class Writers:
             body, between = await self.call(self.kube.apply_service, write)
         except NotLeader:
             log.debug("write_fenced service=%s", write.key)
+        except DryRun:
+            pass  # logged by kube; nothing observed, nothing to retry
         except Conflict:
             if depth >= MAX_REDECIDE:
                 self._retries.schedule(write.key)
@@ -144,7 +146,7 @@ class Writers:
     async def _post(self, event: EventWrite) -> None:
         try:
             await self.call(self.kube.post_event, event)
-        except NotLeader:
+        except (NotLeader, DryRun):
             pass
         except KubeError as err:  # Events are best effort: the condition carries the same news
             log.warning("event_failed reason=%s error=%s", event.reason.value, err)
