@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -23,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,8 +307,14 @@ def rss_mib(pid: int) -> float:
 
 
 def cpu_s(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def quiet_cpu(pid: int, timeout: float = 120.0) -> None:
@@ -322,7 +331,7 @@ def quiet_cpu(pid: int, timeout: float = 120.0) -> None:
 # -- probe-only speakers ------------------------------------------------------------------------
 
 
-def probe_cost(n: int, vips: int, seconds: float) -> dict[str, float]:
+def probe_cost(n: int, vips: int, seconds: float, profile: str | None = None) -> dict[str, float]:
     """N data planes (no API) each monitoring what the plan gives it: packets/s and CPU."""
     with Topology(nodes=n) as topo:
         names = [NodeName(m.name) for m in topo.nodes]
@@ -334,7 +343,8 @@ def probe_cost(n: int, vips: int, seconds: float) -> dict[str, float]:
         procs = [
             topo.spawn(
                 m.netns,
-                [sys.executable, __file__, "--probe-child", m.name, str(plan)],
+                [sys.executable, __file__, "--probe-child", m.name, str(plan)]
+                + (["--profile", profile] if profile else []),
                 role=f"probe-{m.name}",
             )
             for m in topo.nodes
@@ -342,19 +352,49 @@ def probe_cost(n: int, vips: int, seconds: float) -> dict[str, float]:
         ready = [topo.run_dir / f"probe-{m.name}.ready" for m in topo.nodes]
         wait_for(lambda: all(r.exists() for r in ready), 120.0, "every probe-only speaker",
                  error=TimeoutError, interval=0.1)  # fmt: skip
-        time.sleep(2.0)  # part of the measurement protocol: liveness settles after the start
+        # liveness settles after the start: rank 2 holds what a later-started rank 1 owns until
+        # the hand-back (5 s of answers); measure the steady state after it
+        states = [topo.run_dir / f"probe-{m.name}.state" for m in topo.nodes]
+        try:
+            wait_for(
+                lambda: all(child_state(s)["steady"] for s in states),
+                120.0,
+                "every probe-only speaker steady",
+                error=TimeoutError,
+                interval=0.2,
+            )
+        except TimeoutError:
+            for s in states:
+                print(f"# {s.name}: {child_state(s)}", file=sys.stderr)
+            raise
+        changes0 = sum(child_state(s)["changes"] for s in states)
         udp0 = {m.netns: udp_datagrams(m.netns) for m in topo.nodes}
-        cpu0 = {p.pid: cpu_s(p.pid) for p in procs}
+        cpu0 = {p.pid: cpu_split(p.pid) for p in procs}
+        if profile:  # profile the window only
+            for p in procs:
+                os.killpg(p.pid, signal.SIGUSR1)
         start = time.monotonic()
         time.sleep(seconds)  # the measuring window itself
         took = time.monotonic() - start
         packets = [sum(udp_datagrams(m.netns)) - sum(udp0[m.netns]) for m in topo.nodes]
-        cpu = [cpu_s(p.pid) - cpu0[p.pid] for p in procs]
+        split = [
+            (u - cpu0[p.pid][0], s - cpu0[p.pid][1]) for p in procs for u, s in [cpu_split(p.pid)]
+        ]
+        cpu = [u + s for u, s in split]
         alive = all(p.poll() is None for p in procs)
+        changes = sum(child_state(s)["changes"] for s in states) - changes0
+        if profile:  # each child writes its profile on SIGTERM
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(30)
     peers = [len({n for g in groups for n in monitored(g[1], m)}) for m in addresses]
     return {
         "packets_per_s": statistics.mean(packets) / took,
         "cpu": statistics.mean(cpu) / took,
+        "cpu_max": max(cpu) / took,
+        "system": statistics.mean(s for _, s in split) / took,
+        "changes": changes,
         "model_per_s": 40 * statistics.mean(peers),
         "alive": float(alive),
     }
@@ -377,7 +417,7 @@ def udp_datagrams(netns: str) -> tuple[int, int]:
     return int(row["InDatagrams"]), int(row["OutDatagrams"])
 
 
-def probe_child(node: str, plan_path: str) -> int:
+def probe_child(node: str, plan_path: str, profile: str | None = None) -> int:
     """One speaker's data plane with a stand-in announcer that never touches the wire."""
     from lbctl.core.liveness import Group
     from speaker.dataplane import DataPlane, Plan
@@ -409,14 +449,59 @@ def probe_child(node: str, plan_path: str) -> int:
     )
     plane = DataPlane(NodeName(node), Silent(), bind=(str(addresses[NodeName(node)]), 7946))
     plane.start()
+    profiler = cProfile.Profile() if profile else None
+    if profiler is not None and plane.loop is not None:  # the window: SIGUSR1 to SIGTERM
+        loop, enable = plane.loop, profiler.enable
+        signal.signal(signal.SIGUSR1, lambda *_: loop.call_soon_threadsafe(enable))
     plane.set_fresh(True)
     plane.update(Plan(groups, {}, addresses))
     Path(plan_path).with_name(f"probe-{node}.ready").touch()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    done.wait()
+    state = Path(plan_path).with_name(f"probe-{node}.state")
+    while not done.wait(1.0):  # tell the bench how settled this data plane is (1 wakeup/s)
+        asked: Future[dict[str, Any]] = Future()
+        assert plane.loop is not None
+        plane.loop.call_soon_threadsafe(answer, asked, plane)
+        state.with_suffix(".tmp").write_text(json.dumps(asked.result(5.0)))
+        state.with_suffix(".tmp").replace(state)
+    if profiler is not None and plane.loop is not None:
+        plane.loop.call_soon_threadsafe(profiler.disable)
+        plane.stop(graceful=False)
+        profiler.dump_stats(str(Path(profile or ".") / f"{node}.prof"))
+        return 0
     plane.stop(graceful=False)
     return 0
+
+
+def answer(asked: Future[dict[str, Any]], plane: Any) -> None:
+    asked.set_result(steadiness(plane))
+
+
+def steadiness(plane: Any) -> dict[str, Any]:
+    """Whether a data plane is settled (on its loop): every group held by its rank 1, nobody
+    suspect; and how many ownership changes it has made so far."""
+    from lbctl.core.liveness import Verdict
+
+    unsettled = (Verdict.STARTING, Verdict.RETURNING, Verdict.TOOK_OVER)
+    lv = plane.liveness
+    steady = not any(v in unsettled for v in lv.verdicts.values()) and not any(
+        p.suspect_since is not None or p.dead for p in lv.peers.values()
+    )
+    counts: dict[str, int] = {}
+    for verdict in lv.verdicts.values():
+        counts[verdict.value] = counts.get(verdict.value, 0) + 1
+    suspects = sorted(n for n, p in lv.peers.items() if p.suspect_since is not None or p.dead)
+    return {"steady": steady, "changes": plane.ownership_changes, "verdicts": counts,
+            "suspects": suspects}  # fmt: skip
+
+
+def child_state(path: Path) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {"steady": False, "changes": 0}
+    return state
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -443,37 +528,71 @@ def times(what: str, values: list[float], target: float, judge: bool) -> bool:
     )
 
 
+SECTIONS = ("first", "failover", "graceful", "rss", "failover10", "probe")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CI: small sizes")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="run these sections only")  # fmt: skip
+    parser.add_argument("--kills", type=int, help="SIGKILLs per failover section")
+    parser.add_argument("--probe-speakers", type=int, help="probe-only speakers")
+    parser.add_argument("--probe-vips", type=int, help="groups in the probe-only plan")
+    parser.add_argument("--rss", type=int, help="Services for the RSS section")
+    parser.add_argument("--repeat", type=int, default=1, help="probe-only runs (spread)")
+    parser.add_argument("--profile", help="probe-only: cProfile each data plane into this dir")
     parser.add_argument("--probe-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe_child:
-        return probe_child(*args.probe_child)
+        node, plan = args.probe_child
+        return probe_child(node, plan, profile=args.profile)
     sizes = SMOKE if args.smoke else FULL
+    sizes = dataclasses.replace(
+        sizes,
+        kills=args.kills or sizes.kills,
+        kills_10=args.kills or sizes.kills_10,
+        probe_speakers=args.probe_speakers or sizes.probe_speakers,
+        probe_vips=args.probe_vips or sizes.probe_vips,
+        rss=sizes.rss if args.rss is None else args.rss,
+    )
     judge = not args.smoke
     print(
-        f"# bench/l2.py {'--smoke' if args.smoke else '(full)'}: {platform.node()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"# bench/l2.py {'--smoke' if args.smoke else '(full)'} {' '.join(args.only)}: "
+        f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {load()}"
     )
     print("| measurement | result | target |\n|---|---|---|")
     ok = True
+    if {"first", "failover", "graceful", "rss"} & set(args.only):
+        ok &= three_nodes(sizes, args.only, judge=judge)
+    if sizes.kills_10 and "failover10" in args.only:
+        with cluster(10) as c:
+            ok &= times(
+                "SIGKILL -> rank 2's GARP, 10 nodes",
+                failovers(c, sizes.kills_10, signal.SIGKILL),
+                FAILOVER_P99,
+                judge,
+            )
+    if "probe" in args.only:
+        ok &= probe_rows(sizes, args.repeat, args.profile, judge=judge)
+    print(f"# done {time.strftime('%H:%M UTC', time.gmtime())}, {load()}", flush=True)
+    return 0 if ok else 1
+
+
+def three_nodes(sizes: Sizes, only: list[str], *, judge: bool) -> bool:
+    ok = True
     with cluster(3) as c:
-        ok &= times("create -> first GARP", first_announcements(c, sizes.creates), FIRST_P99, judge)
-        ok &= times(
-            "SIGKILL -> rank 2's GARP, 3 nodes",
-            failovers(c, sizes.kills, signal.SIGKILL),
-            FAILOVER_P99,
-            judge,
-        )
-        ok &= times(
-            "SIGTERM -> rank 2's GARP, 3 nodes",
-            failovers(c, sizes.graceful, signal.SIGTERM),
-            GRACEFUL_P99,
-            judge,
-        )
-        if sizes.rss:
+        if "first" in only:
+            values = first_announcements(c, sizes.creates)
+            ok &= times("create -> first GARP", values, FIRST_P99, judge)
+        if "failover" in only:
+            values = failovers(c, sizes.kills, signal.SIGKILL)
+            ok &= times("SIGKILL -> rank 2's GARP, 3 nodes", values, FAILOVER_P99, judge)
+        if "graceful" in only:
+            values = failovers(c, sizes.graceful, signal.SIGTERM)
+            ok &= times("SIGTERM -> rank 2's GARP, 3 nodes", values, GRACEFUL_P99, judge)
+        if sizes.rss and "rss" in only:
             growth, total = speaker_rss(c, sizes.rss)
             ok &= row(
                 f"speaker RSS growth, 0 -> {sizes.rss} Services",
@@ -487,29 +606,39 @@ def main(argv: list[str] | None = None) -> int:
                 f"<= {TOTAL_TARGET:.1f} MiB",
                 total <= TOTAL_TARGET,
             )
-    if sizes.kills_10:
-        with cluster(10) as c:
-            ok &= times(
-                "SIGKILL -> rank 2's GARP, 10 nodes",
-                failovers(c, sizes.kills_10, signal.SIGKILL),
-                FAILOVER_P99,
-                judge,
-            )
-    cost = probe_cost(sizes.probe_speakers, sizes.probe_vips, sizes.probe_seconds)
-    row(
-        f"probe packets/s per speaker ({sizes.probe_speakers} speakers, {sizes.probe_vips} VIPs)",
-        f"{cost['packets_per_s']:.0f} (model {cost['model_per_s']:.0f})",
-    )
-    ok &= row(
-        "probe CPU per speaker",
-        f"{cost['cpu'] * 100:.2f} % of a core",
+    return ok
+
+
+def probe_rows(sizes: Sizes, repeat: int, profile: str | None, *, judge: bool) -> bool:
+    """The probe-only runs, `repeat` times: each run's figures, then the spread."""
+    runs = []
+    what = f"{sizes.probe_speakers} speakers, {sizes.probe_vips} VIPs"
+    for i in range(repeat):
+        cost = probe_cost(sizes.probe_speakers, sizes.probe_vips, sizes.probe_seconds, profile)
+        runs.append(cost)
+        if not cost["alive"]:
+            print("a probe-only speaker died", file=sys.stderr)
+            return False
+        row(
+            f"probe run {i + 1} ({what}), {load()}",
+            f"{cost['packets_per_s']:.0f} packets/s (model {cost['model_per_s']:.0f}), "
+            f"CPU {cost['cpu'] * 100:.2f} % (max {cost['cpu_max'] * 100:.2f} %, "
+            f"kernel {cost['system'] * 100:.2f} %), "
+            f"{cost['changes']:.0f} ownership changes in the window",
+        )
+    cpus = [r["cpu"] for r in runs]
+    return row(
+        f"probe CPU per speaker ({what}, {repeat} runs)",
+        f"median {statistics.median(cpus) * 100:.2f} %, min {min(cpus) * 100:.2f} %, "
+        f"max {max(cpus) * 100:.2f} % of a core",
         f"<= {CPU_TARGET * 100:.0f} %",
-        cost["cpu"] <= CPU_TARGET if judge else None,
+        statistics.median(cpus) <= CPU_TARGET if judge else None,
     )
-    if not cost["alive"]:
-        print("a probe-only speaker died", file=sys.stderr)
-        return 1
-    return 0 if ok else 1
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from lbctl.core.liveness import (
 )
 from lbctl.core.model import IPAddress, NodeName
 from speaker.announcers.layer2.errors import AnnounceError
-from speaker.probes import Endpoint, Kind, Message, report_text
+from speaker.probes import Endpoint, Kind, Message, Reports, WireError
 
 log = logging.getLogger("lbctl.speaker")
 LEAVE_WAIT = 0.2  # s a leaving speaker waits for its monitors' GARPs (issue 9: <= 200 ms)
@@ -35,6 +35,17 @@ LEAVE_WAIT = 0.2  # s a leaving speaker waits for its monitors' GARPs (issue 9: 
 # speaker's is a DuplicateResponder (a stray static entry, kube-proxy IPVS without strictARP).
 DUPLICATE_CHECK_EVERY = 5.0
 START_TIMEOUT = 10.0
+# VIPs ARP-probed per suspect owner: any answer proves its responder alive, so a few suffice; a
+# node owning 300 groups would otherwise cost 300 probes and tasks per suspicion, on a loop that
+# is likely already behind (a saturated machine is when suspicions come).
+ARP_CHECKS_PER_OWNER = 3
+
+
+def _on_phase(after: float) -> float:
+    """The first monotonic instant at or after `after` that is a multiple of PROBE_INTERVAL
+    on the wall clock."""
+    wall = after + (time.time() - time.monotonic())
+    return after + (-wall) % PROBE_INTERVAL
 
 
 class Answered(Protocol):
@@ -105,20 +116,22 @@ class DataPlane:
         self.on_foreign = on_foreign
         self.liveness = Liveness(me, time.monotonic())
         self.plan = Plan((), {}, {})
+        self._group_of: dict[IPAddress, Group] = {}  # every IP of the plan -> its group
         self.fresh = False
         self.endpoint: Endpoint | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self._seq = 0
-        self._relays: dict[int, tuple[tuple[str, int], NodeName]] = {}  # indirect probes
+        # indirect probes: seq -> (the asker's address, the asker, the target)
+        self._relays: dict[int, tuple[tuple[str, int], NodeName, NodeName]] = {}
         self._held: dict[IPAddress, Held] = {}
         self.ownership_changes = 0
         self.speaker_macs: dict[str, NodeName] = {}  # every MAC a peer's report listed
         self.peer_fresh: dict[NodeName, bool] = {}
         self._taken_from_me: set[IPAddress] = set()  # while leaving: groups others announce
         self._applied: tuple[dict[IPAddress, int], bool] | None = None
-        self._report: tuple[tuple[object, ...], Report, str] | None = None
+        self.reports = Reports()
 
     # -- thread-safe API (control loop) --------------------------------------------------------
 
@@ -175,9 +188,8 @@ class DataPlane:
     async def _run(self, ready: Future[None]) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        transport, endpoint = await self.loop.create_datagram_endpoint(
-            lambda: Endpoint(self._on_message), local_addr=self.bind
-        )
+        endpoint = Endpoint(self._on_message)
+        endpoint.open(self.loop, self.bind)
         self.endpoint = endpoint
         await self.announcer.start()
         ready.set_result(None)
@@ -188,12 +200,20 @@ class DataPlane:
             checks.cancel()
             await asyncio.gather(checks, return_exceptions=True)
             await self.announcer.stop()
-            transport.close()
+            endpoint.close(self.loop)
 
     async def _ticks(self) -> None:
-        """Every PROBE_INTERVAL: measure this loop's lag, tick the liveness state, send."""
+        """Every PROBE_INTERVAL: measure this loop's lag, tick the liveness state, send.
+
+        Ticks fall on multiples of PROBE_INTERVAL of the wall clock, the same instants on every
+        speaker (NTP keeps nodes within milliseconds), so the probes a node receives, and the
+        acks to its own, come in bursts that one wakeup of this loop reads (Endpoint). Ticking
+        at random phases costs a wakeup per datagram, and on the 2-core VM a wakeup of an
+        asyncio loop costs more CPU than the datagram (docs/performance.md, "L2 speaker").
+        The liveness state is ticked at the scheduled instant, so its probes stay exactly one
+        interval apart whatever the timer's jitter; lag is measured against it."""
         assert self._stop is not None
-        expected = time.monotonic() + PROBE_INTERVAL
+        expected = _on_phase(time.monotonic() + PROBE_INTERVAL / 2)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.0, expected - time.monotonic()))
@@ -203,18 +223,20 @@ class DataPlane:
                 dropped = self.announcer.discard_pending()
                 log.warning("loop_stalled seconds=%.2f frames_dropped=%d", lag, dropped)
             self.liveness.on_lag(lag, now)
-            expected = now + PROBE_INTERVAL
-            self._act(self.liveness.tick(now))
+            self._act(self.liveness.tick(expected if lag < PROBE_INTERVAL else now))
             self._apply()
+            expected = _on_phase(max(now, expected) + PROBE_INTERVAL / 2)
 
     def _update(self, plan: Plan) -> None:
         self.plan = plan
+        self._group_of = {ip: g for g in plan.groups for ip in g.ips}
         now = time.monotonic()
         self.liveness.set_groups(plan.groups, now)
         cannot = frozenset(
             g.key for g in plan.groups if self._interface(g) is None and self.me in g.ranking
         )
         self.liveness.set_cannot_carry(cannot, now)
+        self.reports.forget(plan.addresses)
         self._apply(force=True)
 
     def _set_fresh(self, fresh: bool) -> None:
@@ -247,20 +269,32 @@ class DataPlane:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _my_report(self) -> Report:
-        """This node's report, rebuilt (and its text encoded) only when what it says changed."""
-        lv = self.liveness
-        key = (self.fresh, lv.leaving, lv.cannot, tuple(lv.held.items()), self.announcer.macs())
-        if self._report is None or self._report[0] != key:
-            report = lv.report(self.fresh, self.announcer.macs())
-            self._report = (key, report, report_text(report))
-        return self._report[1]
+    def _my_report(self) -> None:
+        """Make this node's report current: a new version only when what it says changed
+        (checked per message; steady state compares a few fields and a dict)."""
+        lv, mine, macs = self.liveness, self.reports.mine, self.announcer.macs()
+        if (
+            mine is not None
+            and mine.fresh == self.fresh
+            and mine.leaving == lv.leaving
+            and mine.cannot == lv.cannot
+            and mine.macs == macs
+            and mine.holding == lv.held
+        ):
+            return
+        self.reports.set_mine(lv.report(self.fresh, macs))
+
+    def _message(self, kind: Kind, seq: int, to: NodeName | None, **extra: object) -> Message:
+        """A message to `to` carrying this node's report only if `to` lacks it."""
+        self._my_report()
+        report_id, seen, body = self.reports.to(to)
+        report = self.reports.mine if body is not None else None
+        return Message(kind, seq, self.me, report_id, seen, report, **extra)  # type: ignore[arg-type]
 
     def _out(self, msg: Message, addr: tuple[str, int]) -> None:
         if self.endpoint is not None:
-            cached = self._report
-            text = cached[2] if cached is not None and cached[1] is msg.report else None
-            self.endpoint.send(msg, addr, text)
+            body = self.reports.mine_body if msg.report is not None else None
+            self.endpoint.send(msg, addr, body)
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) % (1 << 31)
@@ -271,8 +305,7 @@ class DataPlane:
         if addr is None or self.endpoint is None:
             return None
         seq = self._next_seq()
-        msg = Message(kind, seq, self._my_report(), **extra)  # type: ignore[arg-type]
-        self._out(msg, (str(addr), self.bind[1]))
+        self._out(self._message(kind, seq, node, **extra), (str(addr), self.bind[1]))
         return seq
 
     def _act(self, actions: object) -> None:
@@ -283,8 +316,13 @@ class DataPlane:
             self._send(Kind.PROBE, node)
         if actions.indirect:
             asyncio.get_running_loop().create_task(self._indirect(actions.indirect))
+        checks: dict[NodeName, int] = {}
         for ip in actions.arp_probes:
-            asyncio.get_running_loop().create_task(self._arp_check(ip))
+            owner = self._owner_of(ip)
+            if owner is None or checks.get(owner, 0) >= ARP_CHECKS_PER_OWNER:
+                continue
+            checks[owner] = checks.get(owner, 0) + 1
+            asyncio.get_running_loop().create_task(self._arp_check(ip, owner))
         for node, keys in actions.handbacks:
             self._send(Kind.HANDBACK, node, keys=keys)
 
@@ -315,12 +353,13 @@ class DataPlane:
                     Kind.INDIRECT, helper, target=target, addr=self.plan.addresses.get(target)
                 )
 
-    async def _arp_check(self, ip: IPAddress) -> None:
+    def _owner_of(self, ip: IPAddress) -> NodeName | None:
+        group = self._group_of.get(ip)
+        return group.ranking[0] if group is not None and group.ranking else None
+
+    async def _arp_check(self, ip: IPAddress, owner: NodeName) -> None:
         """ARP-probe (or NS-probe) a VIP whose owner looks dead: any answer cancels the
         takeover."""
-        owner = next((g.ranking[0] for g in self.plan.groups if ip in g.ips and g.ranking), None)
-        if owner is None:
-            return
         try:
             result = await self.announcer.probe(ip, window=CHECK_WAIT * 0.75)
         except AnnounceError as err:
@@ -332,22 +371,26 @@ class DataPlane:
 
     def _on_message(self, msg: Message, src: tuple[str, int]) -> None:
         now = time.monotonic()
-        sender = msg.report.node
-        for mac in msg.report.macs:
-            self.speaker_macs[mac.lower()] = sender
-        self.peer_fresh[sender] = msg.report.fresh
-        if self.liveness.leaving:
-            self._taken_from_me.update(msg.report.holding)
+        try:
+            report = self.reports.received(msg)
+        except WireError:
+            report = None  # counted as a miss; the next message carries the report again
+        if report is not None:  # None: a version this node lacks (it restarted); the next has it
+            self._learn(report)
         if msg.kind is Kind.PROBE:
-            self.liveness.on_report(msg.report, now, ack=False)
-            self._out(Message(Kind.ACK, msg.seq, self._my_report()), src)
+            if report is not None:
+                self.liveness.on_report(report, now, ack=False)
+            self._out(self._message(Kind.ACK, msg.seq, msg.node), src)
         elif msg.kind is Kind.ACK:
-            self.liveness.on_report(msg.report, now, ack=True)
+            if report is not None:
+                self.liveness.on_report(report, now, ack=True)
             relay = self._relays.pop(msg.seq, None)
-            if relay is not None and self.endpoint is not None:
-                report = self._my_report()
-                answer = Message(Kind.INDIRECT_RESULT, msg.seq, report, target=relay[1], ok=True)
-                self._out(answer, relay[0])
+            if relay is not None:
+                asker, ask_node, target = relay
+                self._out(
+                    self._message(Kind.INDIRECT_RESULT, msg.seq, ask_node, target=target, ok=True),
+                    asker,
+                )
         elif msg.kind is Kind.INDIRECT and msg.target is not None:
             self._relay(msg, src)
         elif msg.kind is Kind.INDIRECT_RESULT and msg.ok and msg.target is not None:
@@ -356,6 +399,16 @@ class DataPlane:
             self.liveness.on_handback(msg.keys, now)
         self._apply()
 
+    def _learn(self, report: Report) -> None:
+        """What a peer's report tells beyond liveness: its MACs, its API view, and, while this
+        node leaves, which of its groups the peer took."""
+        sender = report.node
+        for mac in report.macs:
+            self.speaker_macs[mac.lower()] = sender
+        self.peer_fresh[sender] = report.fresh
+        if self.liveness.leaving:
+            self._taken_from_me.update(report.holding)
+
     def _relay(self, msg: Message, src: tuple[str, int]) -> None:
         """Probe `msg.target` for another monitor; its ack is forwarded as the result."""
         if msg.addr is None or self.endpoint is None or msg.target is None:
@@ -363,12 +416,13 @@ class DataPlane:
         seq = self._next_seq()
         if len(self._relays) > 1024:  # answers that never came
             self._relays.clear()
-        self._relays[seq] = (src, msg.target)
-        self._out(Message(Kind.PROBE, seq, self._my_report()), (str(msg.addr), self.bind[1]))
+        self._relays[seq] = (src, msg.node, msg.target)
+        probe = self._message(Kind.PROBE, seq, msg.target)
+        self._out(probe, (str(msg.addr), self.bind[1]))
 
     def conflict(self, ip: IPAddress, mac: str, iface: str) -> None:
         """The announcer saw `mac` answer for `ip`, which this node holds (data-plane loop)."""
-        group = next((g for g in self.plan.groups if ip in g.ips), None)
+        group = self._group_of.get(ip)
         peer = self._speaker_of(mac)
         if group is None:
             return

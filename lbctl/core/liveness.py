@@ -123,6 +123,7 @@ class Liveness:
         self.last_contact = now  # a peer's probe or ack
         self.last_api_ok = now
         self.verdicts: dict[IPAddress, Verdict] = {}
+        self._waiting = False  # some verdict is STARTING or RETURNING (set where verdicts are)
         self._was_isolated = False
 
     # -- inputs ------------------------------------------------------------------------------
@@ -248,6 +249,7 @@ class Liveness:
         self.held.clear()
         for key in self.groups:
             self.verdicts[key] = Verdict.LEAVING
+        self._waiting = False
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -289,8 +291,7 @@ class Liveness:
         isolation starting or ending."""
         isolated = self.isolated(now)
         flipped, self._was_isolated = isolated != self._was_isolated, isolated
-        waiting = (Verdict.STARTING, Verdict.RETURNING)
-        return flipped or any(v in waiting for v in self.verdicts.values())
+        return flipped or self._waiting
 
     # -- the decision ------------------------------------------------------------------------
 
@@ -349,11 +350,16 @@ class Liveness:
 
     def _decide(self, now: float) -> None:
         isolated = self.isolated(now)
+        waiting = False
         for key in self.groups:
             verdict = self._decide_group(key, now, isolated=isolated)
             self.verdicts[key] = verdict
-            if verdict not in (Verdict.OWNER, Verdict.TOOK_OVER):
+            if verdict is not Verdict.OWNER and verdict is not Verdict.TOOK_OVER:
                 self.held.pop(key, None)
+                waiting = waiting or verdict is Verdict.STARTING or verdict is Verdict.RETURNING
+        # every tick asks whether time alone may change a verdict: kept here, not recounted
+        # over a thousand verdicts ten times a second
+        self._waiting = waiting
 
     def _decide_group(self, key: IPAddress, now: float, *, isolated: bool) -> Verdict:
         rank = self._rank(key)
