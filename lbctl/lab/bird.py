@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,9 +82,11 @@ def router_config(
     router_id: ipaddress.IPv4Address = plan.GATEWAY4,
     local_asn: int = plan.ROUTER_ASN,
     peer_asn: int = plan.NODE_ASN,
+    passwords: Mapping[str, str] | None = None,
 ) -> str:
-    """A BIRD config for the bed's router: passive eBGP to each neighbour (the nodes), import
-    everything, export nothing, and ECMP routes into the router namespace's kernel table."""
+    """A BIRD config for the bed's router: passive BGP to each neighbour (the nodes; eBGP unless
+    the two ASNs are equal), import everything, export nothing, and ECMP routes into the router
+    namespace's kernel table. `passwords` maps a neighbour's address to its TCP-MD5 password."""
     lines = [
         f"router id {router_id};",
         "protocol device {}",
@@ -95,8 +97,10 @@ def router_config(
     for i, peer in enumerate(neighbors, start=1):
         family = "ipv4" if peer.version == 4 else "ipv6"
         local = plan.GATEWAY4 if peer.version == 4 else plan.GATEWAY6
+        password = (passwords or {}).get(str(peer))
+        secret = f' password "{password}";' if password is not None else ""
         lines.append(
             f"protocol bgp peer{i} {{ local {local} as {local_asn}; neighbor {peer} as {peer_asn};"
-            f" passive; {family} {{ import all; export none; }}; }}"
+            f" passive;{secret} {family} {{ import all; export none; }}; }}"
         )
     return "\n".join(lines) + "\n"

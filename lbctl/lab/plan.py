@@ -37,6 +37,7 @@ PODS4 = ipaddress.IPv4Network("198.51.100.0/25")
 L2_VIPS4 = (ipaddress.IPv4Address("192.0.2.200"), ipaddress.IPv4Address("192.0.2.250"))
 L2_VIPS6 = (ipaddress.IPv6Address("2001:db8::200"), ipaddress.IPv6Address("2001:db8::250"))
 BGP_VIPS4 = ipaddress.IPv4Network("203.0.113.192/26")
+BGP_VIPS6 = ipaddress.IPv6Network("2001:db8:3::/48")  # on no link: routed through the router
 ROUTER_ASN = 64500
 NODE_ASN = 64501
 
