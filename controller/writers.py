@@ -3,7 +3,9 @@ the newest decision wins), and the writer tasks that apply them through kube.Kub
 threads. Built and fed by controller.operator.
 
 Handlers never wait for a write: kopf's per-object worker ends as soon as the decision is queued,
-so a burst of new Services holds a small Work per Service, not kopf's worker and body.
+so a burst of new Services holds a small Work per Service, not kopf's worker and body. Events go
+to a queue of their own with their own posters: a Service's IP never waits behind an Event (its
+own or another's), and a burst's Events follow its writes instead of taking turns with them.
 Conflicts (409) are resolved by re-reading the Service and deciding again; other failures go to
 controller.retries with capped backoff, so a flaky API delays convergence but loses nothing.
 """
@@ -29,7 +31,8 @@ log = logging.getLogger("lbctl.controller")
 T = TypeVar("T")
 
 MAX_REDECIDE = 5  # 409s in a row for one write before it goes to the retry list
-WORKERS = 8  # writers, and threads making their API calls
+WORKERS = 8  # Service writers, and threads making their API calls
+EVENT_WORKERS = 2  # Event posters (best effort, after the writes), each with a thread too
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,15 @@ class Writers:
         self, kube: Kube, deciding: Deciding, retries: Retries, workers: int = WORKERS
     ) -> None:
         self.kube, self._deciding, self._retries = kube, deciding, retries
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lbctl-kube")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers + EVENT_WORKERS, thread_name_prefix="lbctl-kube"
+        )
         self._workers = workers
         self._work: KeyedQueue[WorkKey, Work] = KeyedQueue(merge)
+        # Events per object, in order; never dropped by a newer decision (concatenated).
+        self._events: KeyedQueue[WorkKey, tuple[EventWrite, ...]] = KeyedQueue(
+            lambda waiting, newer: waiting + newer
+        )
 
     def apply(self, decisions: Decisions, depth: int = 0) -> None:
         """Queue the decisions for the writers (never waits for the API)."""
@@ -84,25 +93,30 @@ class Writers:
             self._work.put(("Service", ns, name), Work(write=write, depth=depth))
         for event in decisions.events:
             ref = event.ref
-            self._work.put((ref.kind, ref.namespace, ref.name), Work(events=(event,)))
+            self._events.put((ref.kind, ref.namespace, ref.name), (event,))
         for key in decisions.settle:
             ns, name = key.split("/", 1)
             self._work.put(("Service", ns, name), Work(depth=depth, settle=True))
 
     def clear(self) -> None:
         self._work.clear()
+        self._events.clear()
 
     def queued(self) -> int:
-        """Objects with work waiting for a writer (those being written not counted)."""
-        return self._work.waiting()
+        """Objects with a write or Events waiting (those being written not counted)."""
+        return self._work.waiting() + self._events.waiting()
 
     def start(self) -> list[asyncio.Task[None]]:
         """The tasks applying queued work, `workers` objects at a time. Created at once, before
         kopf starts (runner): kopf waits at exit for tasks created after it, about 5 s."""
         loop = asyncio.get_running_loop()
-        return [
+        writers = [
             loop.create_task(self._writer(), name=f"lbctl-writer-{i}") for i in range(self._workers)
         ]
+        posters = [
+            loop.create_task(self._poster(), name=f"lbctl-events-{i}") for i in range(EVENT_WORKERS)
+        ]
+        return writers + posters
 
     async def _writer(self) -> None:
         while True:
@@ -115,8 +129,8 @@ class Writers:
                     events += tuple(fresh.events)
                 if write is not None:
                     await self._apply_service(write, work.depth)
-                for event in events:
-                    await self._post(event)
+                if events:
+                    self._events.put(key, events)  # after the write, off its path
             except Exception as err:  # a writer must outlive any one object's surprise
                 log.exception("write_crashed object=%s error=%r", "/".join(key), err)
                 if key[0] == "Service":
@@ -142,6 +156,17 @@ class Writers:
         else:
             self._retries.forget(write.key)
             self._deciding.reconciler.observe(body, between)
+
+    async def _poster(self) -> None:
+        while True:
+            key, events = await self._events.get()
+            try:
+                for event in events:
+                    await self._post(event)
+            except Exception as err:  # a poster must outlive any one Event's surprise
+                log.exception("event_crashed object=%s error=%r", "/".join(key), err)
+            finally:
+                self._events.done(key)
 
     async def _post(self, event: EventWrite) -> None:
         try:
