@@ -29,7 +29,7 @@ from typing import Any
 
 from lbctl.core.bgproutes import Desired, IPNetwork, PeerStatus, RouteAttrs, Session, Statuses
 from lbctl.core.model import PeerName
-from speaker.announcers.bgp import render
+from speaker.announcers.bgp import messages, render
 from speaker.announcers.bgp.api import (
     COMMAND_TIMEOUT,
     HEALTH_EVERY,
@@ -203,7 +203,7 @@ class BGPAnnouncer:
         peer.proc = proc  # its PID is known from the spawn on, while the relay connects
         try:
             proc.start()
-        except (OSError, CommandTimeout) as err:
+        except (OSError, CommandTimeout, render.RenderError) as err:
             if proc.proc is None:
                 peer.proc = None
             reason = RestartReason.NO_API if isinstance(err, CommandTimeout) else None
@@ -245,43 +245,63 @@ class BGPAnnouncer:
         return ok
 
     def _converge(self, peer: _Peer, want: Mapping[IPNetwork, RouteAttrs]) -> bool:
-        """Withdraw what is no longer wanted, announce what is new or changed; True when every
-        command was acknowledged."""
+        """Withdraw what is no longer wanted, announce what is new or changed; True when done
+        (a refused command's prefixes stay unsent until the desired set changes), False when
+        ExaBGP did not answer (it is being restarted)."""
+        family = peer.session.peer.address.version
+        if any(net.version != family for net in want):
+            # next-hop self is an address of the session's family: the planner sends each
+            # prefix to peers of its own family only; anything else is skipped, never sent.
+            log.warning("bgp_prefix_family_skipped peer=%s family=ipv%d", peer.name, family)
+            want = {net: attrs for net, attrs in want.items() if net.version == family}
+        want = self._renderable(peer, want)
         gone = [net for net in peer.acked if net not in want]
         for line, nets in render.withdrawals(gone):
             if not self._command(peer, line):
-                return False
+                if peer.proc is None:
+                    return False
+                continue
             for net in nets:
                 del peer.acked[net]
-            peer.version += 1
-            self.hooks.on_updates(peer.name, len(nets))
+            self._updated(peer, len(nets))
         changed = {net: a for net, a in want.items() if peer.acked.get(net) != a}
         for line, nets in render.announcements(changed):
             if not self._command(peer, line):
-                return False
+                if peer.proc is None:
+                    return False
+                continue
             for net in nets:
                 peer.acked[net] = changed[net]
-            peer.version += 1
-            self.hooks.on_updates(peer.name, len(nets))
+            self._updated(peer, len(nets))
         return True
+
+    def _renderable(
+        self, peer: _Peer, want: Mapping[IPNetwork, RouteAttrs]
+    ) -> Mapping[IPNetwork, RouteAttrs]:
+        """`want` without the routes whose attributes cannot be written (logged, never sent)."""
+        bad = set()
+        for attrs in set(want.values()):
+            try:
+                render.attributes(attrs)
+            except render.RenderError as err:
+                bad.add(attrs)
+                log.error("bgp_route_attributes_refused peer=%s error=%s", peer.name, err)
+                self.hooks.on_command_error(peer.name, str(err))
+        return {net: a for net, a in want.items() if a not in bad} if bad else want
+
+    def _updated(self, peer: _Peer, prefixes: int) -> None:
+        peer.version += 1
+        self.hooks.on_updates(peer.name, prefixes)
 
     # -- session state ----------------------------------------------------------------------------
 
     def _message(self, peer: _Peer, message: Mapping[str, Any]) -> None:
         """A JSON message from ExaBGP (reader thread): session state changes."""
-        if message.get("type") != "state":
+        state = messages.session_state(message)
+        if state is None:
             return
-        neighbor = message.get("neighbor")
-        state = neighbor.get("state") if isinstance(neighbor, Mapping) else None
-        if not isinstance(state, str):
-            return
-        up = state == "up"
-        reason = neighbor.get("reason") if isinstance(neighbor, Mapping) else None
-        error = (
-            "" if up else f"session {state}" + (f": {reason}" if isinstance(reason, str) else "")
-        )
         with self._wake:
-            self._set_state(peer, established=up, error=error)
+            self._set_state(peer, established=state.established, error=state.error())
             self._pending = True
             self._wake.notify()
 
@@ -291,6 +311,7 @@ class BGPAnnouncer:
         if established != peer.established:
             peer.since = time.monotonic()
             log.info("bgp_session peer=%s established=%s %s", peer.name, established, error)
+            self.hooks.on_session(peer.name, established, error)
         peer.established = established
         peer.error = error
 
@@ -311,7 +332,12 @@ class BGPAnnouncer:
         with self._status_lock:
             if statuses == self._reported:
                 return
-            self._reported = statuses
+            before, self._reported = self._reported, statuses
+        for name, status in statuses.items():
+            if name not in before or len(before[name].sent) != len(status.sent):
+                self.hooks.on_prefixes(name, len(status.sent))
+        for name in before.keys() - statuses.keys():
+            self.hooks.on_prefixes(name, 0)  # a removed peer carries nothing
         self.hooks.on_status(statuses)
 
 

@@ -51,3 +51,7 @@ class BGPHooks:
     on_updates: Callable[[PeerName, int], None] = _ignore  # prefixes announced or withdrawn
     on_restart: Callable[[PeerName, RestartReason], None] = _ignore
     on_command_error: Callable[[PeerName, str], None] = _ignore  # the command (no secret)
+    # A session came up (True) or went down (False, with why: ExaBGP's words or ours).
+    on_session: Callable[[PeerName, bool, str], None] = _ignore
+    # How many prefixes a peer now carries (acknowledged while Established; 0 when removed).
+    on_prefixes: Callable[[PeerName, int], None] = _ignore

@@ -7,7 +7,6 @@ state). Driven by announcer.py from the announcer's thread.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lbctl.core.bgproutes import Session
-from speaker.announcers.bgp import render
+from speaker.announcers.bgp import messages, render
 from speaker.announcers.bgp.api import START_TIMEOUT
 
 log = logging.getLogger("lbctl.speaker.bgp")
@@ -138,19 +137,16 @@ class ExaBGP:
         self._acks.put(None)  # wakes a waiting command: the channel is gone
 
     def _line(self, line: bytes) -> None:
-        if line == b"done":
-            self._acks.put(True)
-        elif line == b"error":
-            self._acks.put(False)
-        elif line.startswith(b"{"):
-            with contextlib.suppress(ValueError):
-                message = json.loads(line)
-                if isinstance(message, dict):
-                    self.on_message(message)
-        # anything else is a command's output (e.g. `exabgp 5.0.15`): not needed
+        parsed = messages.parse_line(line)
+        if isinstance(parsed, messages.Ack):
+            self._acks.put(parsed is messages.Ack.DONE)
+        elif parsed is not None:
+            self.on_message(parsed)
+        # None is a command's output (e.g. `exabgp 5.0.15`): not needed
 
     def command(self, line: str, timeout: float) -> bool:
         """Send one command; True on `done`, False on `error`. Raises CommandTimeout."""
+        render.check_line(line)
         conn = self._conn
         if conn is None:
             raise CommandTimeout("no API connection")

@@ -32,6 +32,14 @@ def _path_word(text: str) -> str:
     return text
 
 
+def check_line(line: str) -> str:
+    """The last guard before a command goes out: one line of printable ASCII. The builders below
+    cannot produce anything else; this makes sure a future one cannot either."""
+    if not line or not line.isascii() or not line.isprintable() or ";" in line:
+        raise RenderError(f"command {line[:80]!r}: not one line of printable ASCII without ;")
+    return line
+
+
 def config(session: Session, relay: Sequence[str]) -> str:
     """The configuration of one ExaBGP holding `session`; `relay` is the API process's argv."""
     peer = session.peer
@@ -44,9 +52,9 @@ def config(session: Session, relay: Sequence[str]) -> str:
         "}",
         f"neighbor {ip} {{",
         f"    router-id {ipaddress.IPv4Address(session.router_id)};",
-        f"    local-as {int(peer.my_asn)};",
-        f"    peer-as {int(peer.peer_asn)};",
-        f"    connect {int(peer.port)};",
+        f"    local-as {_int(peer.my_asn)};",
+        f"    peer-as {_int(peer.peer_asn)};",
+        f"    connect {_int(peer.port)};",
         f"    hold-time {int(peer.hold_time)};",
         "    group-updates true;",
         "    adj-rib-out true;",
@@ -66,15 +74,31 @@ def config(session: Session, relay: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_COMMUNITY_BITS = {CommunityKind.STANDARD: (2, 16), CommunityKind.LARGE: (3, 32)}
+
+
 def _community(community: Community) -> str:
-    return ":".join(str(int(p)) for p in community.parts)
+    """`A:B` or `A:B:C` from ints only; a wrong count or an out-of-range part is refused here
+    rather than by ExaBGP (whose `error` would not say which)."""
+    count, bits = _COMMUNITY_BITS[CommunityKind(community.kind)]
+    parts = [_int(p) for p in community.parts]
+    if len(parts) != count or not all(0 <= p < 1 << bits for p in parts):
+        raise RenderError(f"community {community.parts!r}: {count} parts of {bits} bits")
+    return ":".join(str(p) for p in parts)
+
+
+def _int(value: object) -> int:
+    """An int, and only an int (not a string that int() would accept, nor a bool)."""
+    if type(value) is not int:
+        raise RenderError(f"{value!r} is not an int")
+    return value
 
 
 def attributes(attrs: RouteAttrs) -> str:
     """`next-hop self` and the path attributes, as ExaBGP's route syntax writes them."""
     words = ["next-hop self"]
     if attrs.local_pref is not None:
-        words.append(f"local-preference {int(attrs.local_pref)}")
+        words.append(f"local-preference {_int(attrs.local_pref)}")
     standard = [_community(c) for c in attrs.communities if c.kind is CommunityKind.STANDARD]
     large = [_community(c) for c in attrs.communities if c.kind is CommunityKind.LARGE]
     if standard:
@@ -84,15 +108,23 @@ def attributes(attrs: RouteAttrs) -> str:
     return " ".join(words)
 
 
+def _network(net: object) -> IPNetwork:
+    """A prefix, and only an `ipaddress` network (not text that ip_network() would read)."""
+    if not isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        raise RenderError(f"{net!r} is not an ipaddress network")
+    return net
+
+
 def _prefix(net: IPNetwork) -> str:
-    return str(ipaddress.ip_network(net))
+    return str(_network(net))
 
 
 def announcements(routes: Mapping[IPNetwork, RouteAttrs]) -> list[tuple[str, list[IPNetwork]]]:
     """Commands announcing `routes`: one per set of attributes and per BATCH prefixes, each with
     the prefixes it carries. Prefixes of both families never share a command."""
     groups: dict[tuple[int, RouteAttrs], list[IPNetwork]] = {}
-    for net, attrs in sorted(routes.items(), key=lambda item: (item[0].version, item[0])):
+    checked = [(_network(net), attrs) for net, attrs in routes.items()]
+    for net, attrs in sorted(checked, key=lambda item: (item[0].version, item[0])):
         groups.setdefault((net.version, attrs), []).append(net)
     out = []
     for (_, attrs), nets in groups.items():
@@ -105,7 +137,7 @@ def announcements(routes: Mapping[IPNetwork, RouteAttrs]) -> list[tuple[str, lis
 def withdrawals(nets: Iterable[IPNetwork]) -> list[tuple[str, list[IPNetwork]]]:
     """Commands withdrawing `nets`, BATCH prefixes a command, one family a command."""
     by_family: dict[int, list[IPNetwork]] = {}
-    for net in sorted(nets, key=lambda n: (n.version, n)):
+    for net in sorted(map(_network, nets), key=lambda n: (n.version, n)):
         by_family.setdefault(net.version, []).append(net)
     return [
         (f"withdraw attributes next-hop self nlri {' '.join(_prefix(n) for n in chunk)}", chunk)
