@@ -7,11 +7,16 @@ import pytest
 from speaker.announcers.bgp.messages import Ack, SessionState, parse_line, session_state
 
 # As ExaBGP 5.0.15 writes them (reactor/api/response/json.py: up, connected, down).
-UP = (b'{ "exabgp": "5.0.0", "time": 1764850000.1, "host" : "n1", "pid" : 42, "ppid" : 1, '
-      b'"counter": 2, "type": "state", "neighbor": { "address": { "local": "192.0.2.11", '
-      b'"peer": "192.0.2.1" }, "asn": { "local": 64501, "peer": 64500 } , "state": "up" } }')  # fmt: skip
-DOWN = UP.replace(b'"state": "up"', b'"state": "down", "reason": "peer reset, message [closing '
-                  b'connection] error[the TCP connection was closed by the remote end]"')  # fmt: skip
+UP = (
+    b'{ "exabgp": "5.0.0", "time": 1764850000.1, "host" : "n1", "pid" : 42, "ppid" : 1, '
+    b'"counter": 2, "type": "state", "neighbor": { "address": { "local": "192.0.2.11", '
+    b'"peer": "192.0.2.1" }, "asn": { "local": 64501, "peer": 64500 } , "state": "up" } }'
+)
+DOWN = UP.replace(
+    b'"state": "up"',
+    b'"state": "down", "reason": "peer reset, message [closing connection] '
+    b'error[the TCP connection was closed by the remote end]"',
+)
 
 
 @pytest.mark.parametrize(
@@ -59,8 +64,14 @@ def test_connected_is_not_established() -> None:
         {"type": "state", "neighbor": {"state": ""}},
         {"type": "notification", "notification": "shutdown"},
     ],
-    ids=["update", "no-neighbor", "neighbor-not-object", "state-not-text", "state-empty",
-         "shutdown"],  # fmt: skip
+    ids=[
+        "update",
+        "no-neighbor",
+        "neighbor-not-object",
+        "state-not-text",
+        "state-empty",
+        "shutdown",
+    ],
 )
 def test_messages_without_a_session_state_are_ignored(message: dict[str, object]) -> None:
     assert session_state(message) is None

@@ -131,8 +131,18 @@ def test_attributes_in_exabgp_syntax() -> None:
         Community(LARGE, (1 << 32, 0, 0)),
         Community(STD, (True, 1)),
     ],
-    ids=["newline", "semicolon", "int-parsable-cr", "nul", "16-bit", "negative", "3-standard",
-         "2-large", "32-bit", "bool"],  # fmt: skip
+    ids=[
+        "newline",
+        "semicolon",
+        "int-parsable-cr",
+        "nul",
+        "16-bit",
+        "negative",
+        "3-standard",
+        "2-large",
+        "32-bit",
+        "bool",
+    ],
 )
 def test_community_values_that_could_add_text_are_refused(community: Community) -> None:
     with pytest.raises(render.RenderError):
@@ -177,7 +187,8 @@ def test_announcements_batch_by_attributes_and_family() -> None:
 
 
 def test_many_prefixes_are_cut_into_batches() -> None:
-    nets = list(NET("2001:db8:3:2::/112").subnets(new_prefix=128))[: BATCH * 2 + 1]
+    nets = list(ipaddress.IPv6Network("2001:db8:3:2::/112").subnets(new_prefix=128))
+    nets = nets[: BATCH * 2 + 1]
     got = render.announcements(dict.fromkeys(nets, RouteAttrs()))
     assert [len(chunk) for _, chunk in got] == [BATCH, BATCH, 1]
     gone = render.withdrawals(nets)
