@@ -17,7 +17,8 @@ from speaker.runner import DEFAULT_PROBE_PORT, Options, Speaker
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lbctl-speaker",
-        description="Announce this node's share of the LoadBalancer IPs (ARP/NDP on layer 2).",
+        description="Announce this node's share of the LoadBalancer IPs: ARP/NDP on layer 2, "
+        "routes to the site's routers over BGP (through ExaBGP).",
     )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     p.add_argument(
@@ -43,6 +44,11 @@ def parser() -> argparse.ArgumentParser:
         "--metrics-bind-address", type=host_port, default=("0.0.0.0", 7472), metavar="HOST:PORT",
         help="serve /metrics, /livez and /readyz here (default: 0.0.0.0:7472)",
     )  # fmt: skip
+    p.add_argument(
+        "--bgp-dir", default="/run/lbctl-speaker/bgp", metavar="DIR",
+        help="private directory (made 0700) for ExaBGP's configuration, control sockets and logs "
+        "(default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         probe_port=args.probe_bind_address[1],
         metrics_host=args.metrics_bind_address[0],
         metrics_port=args.metrics_bind_address[1],
+        bgp_dir=args.bgp_dir,
     )
     speaker = Speaker(options)
     stop = threading.Event()

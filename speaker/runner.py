@@ -1,6 +1,7 @@
-"""Builds one speaker (client, data plane, agent, metrics, kopf registry) and runs it: kopf and
-the agent on a control thread, the data plane on its own thread, signals on the main thread, so
-a SIGTERM first hands the node's IPs to its monitors and only then stops the watches.
+"""Builds one speaker (client, data plane, BGP announcer, agent, metrics, kopf registry) and runs
+it: kopf and the agent on a control thread, the L2 data plane and the BGP announcer on their own
+threads, signals on the main thread, so a SIGTERM first hands the node's L2 IPs to its monitors
+and only then stops the watches and ExaBGP.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import kopf
@@ -20,7 +22,9 @@ from lbctl.health import HealthServer
 from lbctl.kubeclient import api_client_for, connection_info, kopf_settings
 from speaker import handlers
 from speaker.agent import Agent
+from speaker.announcers.bgp import BGPAnnouncer, BGPHooks
 from speaker.announcers.layer2 import Layer2Announcer, Layer2Hooks
+from speaker.bgp import Announcer as BGPAnnouncerLike
 from speaker.dataplane import Announcer, DataPlane
 from speaker.kube import Kube
 from speaker.metrics import Metrics
@@ -40,13 +44,19 @@ class Options:
     probe_port: int = DEFAULT_PROBE_PORT
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 7472
+    bgp_dir: str = "/run/lbctl-speaker/bgp"  # ExaBGP's configs (0600), sockets and logs
 
 
 class Speaker:
     """One node's speaker. `announcer` is built by the caller (speaker.main builds the L2
     announcer; tests may pass another)."""
 
-    def __init__(self, options: Options, announcer: Announcer | None = None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        announcer: Announcer | None = None,
+        bgp: BGPAnnouncerLike | None = None,
+    ) -> None:
         self.options = options
         self.api_client = api_client_for(options.kubeconfig)
         self.metrics = Metrics()
@@ -60,9 +70,12 @@ class Speaker:
             bind=(options.probe_host, options.probe_port),
             on_foreign=self._foreign,
         )
+        if bgp is None:
+            bgp = BGPAnnouncer(Path(options.bgp_dir), hooks=self._bgp_hooks())
+        self.bgp = bgp
         self.agent = Agent(
             node, self.kube, self.dataplane, self.metrics,
-            config_ref=options.config_map, lb_class=options.lb_class,
+            config_ref=options.config_map, lb_class=options.lb_class, bgp=bgp,
         )  # fmt: skip
         self.dataplane.on_change = self.agent.on_held
         self.registry = kopf.OperatorRegistry()
@@ -95,6 +108,19 @@ class Speaker:
             on_foreign_claim=lambda ip, mac, iface: self.dataplane.conflict(ip, str(mac), iface),
         )
 
+    def _bgp_hooks(self) -> BGPHooks:
+        """The BGP announcer's hooks, called on its thread: the agent's BGP side learns of
+        status changes (it rewrites conditions), the rest are metrics."""
+        m = self.metrics
+        return BGPHooks(
+            on_status=lambda statuses: (
+                self.agent.bgp.on_status(statuses) if self.agent.bgp is not None else None
+            ),
+            on_updates=lambda peer, n: m.bgp_updates.labels(peer=peer).inc(n),
+            on_restart=lambda peer, reason: m.bgp_restarts.labels(peer=peer, reason=reason).inc(),
+            on_command_error=lambda peer, _: m.bgp_errors.labels(peer=peer).inc(),
+        )
+
     def _foreign(self, ip: IPAddress, mac: str, iface: str) -> None:
         """A MAC that is no speaker's answers for an IP this node announces (data-plane thread);
         counted and reported once per IP and MAC."""
@@ -110,8 +136,9 @@ class Speaker:
             asyncio.run_coroutine_threadsafe(coro, loop)
 
     def start(self) -> None:
-        """Start the data plane, the health endpoint and the control thread."""
+        """Start the data plane, the BGP announcer, the health endpoint and the control thread."""
         self.dataplane.start()
+        self.bgp.start()
         self.health.start()
         self._thread = threading.Thread(target=self._control, name="control", daemon=True)
         self._thread.start()
@@ -148,6 +175,7 @@ class Speaker:
         self._stop_flag.set()
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
+        self.bgp.close()
         self.health.stop()
         with contextlib.suppress(Exception):
             cast(Callable[[], None], self.api_client.close)()

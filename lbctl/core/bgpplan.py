@@ -158,10 +158,12 @@ def _reach(
 def _plan_service(
     service: HeldService,
     config: Config,
-    reach: _Reach,
+    reaches: Sequence[_Reach],
     slices: Sequence[EndpointSliceInfo],
 ) -> ServiceRoutes:
-    key_ip = service.ips[0]
+    """`reaches` holds one _Reach per IP of the Service (its pool and family), in ips order:
+    eligibility goes by the first; a node's peers are those of all its IPs' families."""
+    key_ip, reach = service.ips[0], reaches[0]
     pool = pool_of(config, service, key_ip)
     names = tuple(a.name for a in reach.advertisements)
     failure: BGPFailure | None = None
@@ -181,7 +183,15 @@ def _plan_service(
                 skipped = MappingProxyType({**skipped, **lost_skips})
                 candidates = local
         ranking = election.rank(candidates, key_ip)
-        peers = MappingProxyType({n: reach.peers[n] for n in ranking})
+        if len(reaches) == 1:
+            peers = MappingProxyType({n: reach.peers[n] for n in ranking})
+        else:
+            peers = MappingProxyType(
+                {
+                    n: tuple(sorted({p for r in reaches for p in r.peers.get(n, ())}))
+                    for n in ranking
+                }
+            )
         failure = None if ranking else BGPFailure.NO_ELIGIBLE_NODE
     pools = tuple(pool if ip == key_ip else pool_of(config, service, ip) for ip in service.ips)
     return ServiceRoutes(
@@ -208,11 +218,14 @@ def plan_bgp(
     plans = []
     for key in sorted(wanted):
         service = wanted[key]
-        pool = pool_of(config, service, service.ips[0])
-        slot = (pool, service.ips[0].version)
-        if slot not in reaches:
-            reaches[slot] = _reach(advertisements_for(config, pool), known, node_peers, slot[1])
-        plans.append(_plan_service(service, config, reaches[slot], slices.get(key, ())))
+        mine = []
+        for ip in service.ips:
+            slot = (pool_of(config, service, ip), ip.version)
+            if slot not in reaches:
+                covering = advertisements_for(config, slot[0])
+                reaches[slot] = _reach(covering, known, node_peers, slot[1])
+            mine.append(reaches[slot])
+        plans.append(_plan_service(service, config, mine, slices.get(key, ())))
     return tuple(plans)
 
 

@@ -129,6 +129,7 @@ def start_speaker(
         "--config-map", CONFIG_MAP,
         "--probe-bind-address", f"{node.host.addr4}:{PROBE_PORT}",
         "--metrics-bind-address", NODE_METRICS,
+        "--bgp-dir", str(topology.run_dir / f"bgp-{node.name}"),
     ]  # fmt: skip
     role = f"speaker-{node.name}"
     env = {

@@ -131,6 +131,7 @@ def test_prefixes_go_to_peers_of_their_own_family_only() -> None:
     config = cfg(EVERY, peers=(R1, R6))
     dual = svc("shop/web", "192.0.2.10", "2001:db8::10")
     plan = only(config, dual)
+    assert plan.peers[plan.ranking[0]] == (R1.name, R6.name)  # both families' peers named
     routes = routes_for(config, [plan], ABC[0])
     assert routes.desired == {
         R1.name: {NET("192.0.2.10/32"): RouteAttrs()},
