@@ -1,0 +1,355 @@
+"""The BGP speaker on the bed, for bench/bgp.py: Service create -> route in the router's kernel
+table; N Services already holding IPs -> every route in BIRD once a BGP advertisement covers
+their pool; the speakers' idle CPU (lbctl-speaker and its ExaBGP) with N routes announced.
+
+Everything is real: the control plane, the controller, one lbctl-speaker per node namespace with
+its ExaBGP, BIRD 2 in the router namespace. Times are taken from the router: `ip monitor route`
+in its namespace for the kernel table, `birdc show route count` for BIRD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from lbctl.lab import agents, bird, nsutil, plan
+from lbctl.lab.bed import Bed
+from lbctl.lab.procs import wait_for
+
+NS = "default"
+TIMED = list(plan.BGP_VIPS4)[1:31]  # 203.0.113.193-222: /32 routes for the timing run
+MANY = ipaddress.IPv6Network("2001:db8:3:1::/112")  # thousands of Services, over IPv6
+ROUTER = {"myASN": plan.NODE_ASN, "peerASN": plan.ROUTER_ASN, "holdTime": "9s"}
+
+
+def pools_config(*, advertise_many: bool) -> str:
+    doc: dict[str, Any] = {
+        "apiVersion": "lbctl.io/v1alpha1",
+        "kind": "Config",
+        "pools": [
+            {"name": "timed", "addresses": [f"{TIMED[0]}-{TIMED[-1]}"]},
+            {"name": "many", "addresses": [str(MANY)]},
+        ],
+        "bgpAdvertisements": [{"name": "timed", "pools": ["timed"]}],
+        "bgpPeers": [
+            {"name": "router", "address": str(plan.GATEWAY4), **ROUTER},
+            {"name": "router6", "address": str(plan.GATEWAY6), **ROUTER},
+        ],
+    }
+    if advertise_many:
+        doc["bgpAdvertisements"].append({"name": "many", "pools": ["many"]})
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+class RouteWatch:
+    """`ip monitor route` in the router namespace: when each destination first appeared."""
+
+    def __init__(self, netns: str) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "-n", netns, "monitor", "route"], stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        self.seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            now = time.monotonic()
+            words = line.split()
+            if not words or line[0].isspace() or words[0] == "Deleted":
+                continue
+            with self._lock:
+                self.seen.setdefault(words[0].split("/")[0], now)
+
+    def first(self, ip: str, after: float, timeout: float = 10.0) -> float:
+        def found() -> float | None:
+            with self._lock:
+                at = self.seen.get(ip)
+            return at if at is not None and at >= after else None
+
+        at: float = wait_for(found, timeout, f"{ip} in the router's kernel table",
+                             error=TimeoutError, interval=0.005)  # fmt: skip
+        return at
+
+    def forget(self, ip: str) -> None:
+        with self._lock:
+            self.seen.pop(ip, None)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class Cluster:
+    bed: Bed
+    api: client.ApiClient
+    routes: RouteWatch
+    speakers: dict[str, agents.Agent] = field(default_factory=dict)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    def pids(self) -> list[int]:
+        """Every speaker and its children (ExaBGP and its helper processes)."""
+        out = []
+        for agent in self.speakers.values():
+            pid = agent.proc.pid
+            out.append(pid)
+            out += _descendants(pid)
+        return out
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            found.append(int(child))
+            found += _descendants(int(child))
+    return found
+
+
+@contextlib.contextmanager
+def cluster(nodes: int = 3) -> Iterator[Cluster]:
+    with Bed(nodes=nodes) as bed, config.new_client_from_config(str(bed.kubeconfig)) as api:
+        topology = bed.topology
+        hosts = [n.host for n in topology.nodes]
+        topology.start_bird(bird.router_config([h.addr4 for h in hosts] + [h.addr6 for h in hosts]))
+        agents.apply_rbac(bed.control)
+        client.CoreV1Api(api).create_namespaced_config_map("lbctl-system", {
+            "metadata": {"name": "lbctl-config", "namespace": "lbctl-system"},
+            "data": {"config.yaml": pools_config(advertise_many=False)},
+        })  # fmt: skip
+        agents.start_controller(topology, bed.control)
+        routes = RouteWatch(topology.router.netns)
+        try:
+            the = Cluster(bed, api, routes)
+            for node in topology.nodes:
+                the.speakers[node.name] = agents.start_speaker(
+                    topology, bed.control, node, bed.node_api_url
+                )
+            deploy(api, 3)
+            wait_for(lambda: sessions_up(the) >= 2 * nodes, 30.0, "every BGP session",
+                     error=TimeoutError)  # fmt: skip
+            yield the
+        finally:
+            routes.close()
+            topology.stop_bird()
+
+
+def sessions_up(c: Cluster) -> int:
+    out = c.bed.topology.birdc("show protocols")
+    return sum(1 for line in out.splitlines() if "Established" in line)
+
+
+def deploy(api: client.ApiClient, replicas: int) -> None:
+    labels = {"app": "bench"}
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_deployment(NS, {
+        "metadata": {"name": "bench"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                     {"name": "web", "image": "lab", "ports": [{"containerPort": 8080}]}]}}},
+    })  # fmt: skip
+
+    def ready() -> bool:
+        return (apps.read_namespaced_deployment("bench", NS).status.ready_replicas or 0) >= replicas
+
+    wait_for(ready, 60.0, "the bench backends", error=TimeoutError)
+
+
+def service(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {
+        "type": "LoadBalancer", "selector": {"app": "bench"},
+        "ports": [{"port": 80, "targetPort": 8080}], **spec}}  # fmt: skip
+
+
+def ingress_ip(core: client.CoreV1Api, name: str) -> str | None:
+    lb = core.read_namespaced_service(name, NS).status.load_balancer
+    return lb.ingress[0].ip if lb and lb.ingress else None
+
+
+# -- measurements ----------------------------------------------------------------------------------
+
+
+def create_to_route(c: Cluster, n: int) -> list[float]:
+    """Service create -> its /32 in the router namespace's kernel table (one at a time)."""
+    out = []
+    for i in range(n):
+        name = f"timed-{i}"
+        start = time.monotonic()
+        c.core.create_namespaced_service(NS, service(name))
+        ip = wait_for(functools.partial(ingress_ip, c.core, name), 10.0, f"an IP on {name}",
+                      error=TimeoutError, interval=0.005)  # fmt: skip
+        out.append(c.routes.first(ip, start) - start)
+        c.core.delete_namespaced_service(name, NS)
+        withdrawn = functools.partial(routed, c, ip, want=False)
+        wait_for(withdrawn, 10.0, f"{ip} withdrawn", error=TimeoutError)
+        c.routes.forget(ip)
+    return out
+
+
+def routed(c: Cluster, ip: str, *, want: bool = True) -> bool:
+    present = bool(nsutil.ip("route", "show", ip, netns=c.bed.topology.router.netns).strip())
+    return present == want
+
+
+def create_many(c: Cluster, n: int) -> float:
+    """N IPv6 Services in the `many` pool (8 clients); returns seconds until all have IPs."""
+    start = time.monotonic()
+    spec = {"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack"}
+    annotations = {"lbctl.io/address-pool": "many"}
+
+    def make(i: int) -> None:
+        body = service(f"many-{i}", **spec)
+        body["metadata"]["annotations"] = annotations
+        c.core.create_namespaced_service(NS, body)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(make, range(n)))
+
+    def all_have_ips() -> bool:
+        items = c.core.list_namespaced_service(NS, label_selector="").items
+        return sum(1 for s in items if s.metadata.name.startswith("many-")
+                   and s.status.load_balancer and s.status.load_balancer.ingress) >= n  # fmt: skip
+
+    wait_for(all_have_ips, 60.0 + n / 5, f"IPs on {n} Services", error=TimeoutError, interval=1.0)
+    return time.monotonic() - start
+
+
+def advertise_many(c: Cluster, n: int, timeout: float) -> float:
+    """Patch the ConfigMap so a BGP advertisement covers the `many` pool; seconds until BIRD
+    holds all N of its prefixes."""
+    patch = {"data": {"config.yaml": pools_config(advertise_many=True)}}
+    start = time.monotonic()
+    c.core.patch_namespaced_config_map("lbctl-config", "lbctl-system", patch)
+    wait_for(lambda: prefixes_in_bird(c) >= n, timeout, f"{n} routes in BIRD",
+             error=TimeoutError, interval=0.05)  # fmt: skip
+    return time.monotonic() - start
+
+
+def prefixes_in_bird(c: Cluster) -> int:
+    """Distinct prefixes of the `many` pool BIRD holds: `N of M routes for K networks`."""
+    out = c.bed.topology.birdc(f"show route where net ~ [ {MANY}+ ] count")
+    for line in out.splitlines():
+        words = line.split()
+        if "networks" in words:
+            return int(words[words.index("networks") - 1])
+    return 0
+
+
+def idle_cpu(c: Cluster, seconds: float) -> float:
+    """CPU of every speaker and its ExaBGP, averaged per node, as a share of one core."""
+    pids = c.pids()
+    before = sum(cpu_s(p) for p in pids)
+    time.sleep(seconds)  # the measuring window itself
+    after = sum(cpu_s(p) for p in pids)
+    return (after - before) / seconds / len(c.speakers)
+
+
+def cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plan_cost(services: int, nodes: int = 3) -> tuple[float, float]:
+    """In-process: seconds to plan `services` Services (plan_bgp) and to derive one node's routes
+    (routes_for), as the speaker does on every change; the median of 3."""
+    from lbctl.core.adapt import EndpointInfo, EndpointSliceInfo, HeldService, NodeInfo
+    from lbctl.core.bgpplan import plan_bgp, routes_for
+    from lbctl.core.model import (
+        AddressRange,
+        BGPAdvertisement,
+        BGPPeer,
+        Config,
+        NodeName,
+        PeerName,
+        Pool,
+        PoolName,
+        ServiceKey,
+    )  # fmt: skip
+
+    first, last = MANY[1], MANY[services]
+    pool = Pool(PoolName("many"), (AddressRange(first, last, f"{first}-{last}"),))
+    peer = BGPPeer(PeerName("router6"), plan.NODE_ASN, plan.ROUTER_ASN, plan.GATEWAY6)
+    cfg = Config(pools=(pool,), bgp_advertisements=(BGPAdvertisement("many"),), peers=(peer,))
+    names = [NodeName(f"node-{i}") for i in range(1, nodes + 1)]
+    known = [NodeInfo(n, ready=True) for n in names]
+    held = [HeldService(ServiceKey(f"default/many-{i}"), (MANY[i + 1],)) for i in range(services)]
+    endpoint = EndpointInfo((plan.GATEWAY4,), names[0], True, True, False)
+    slices = {s.key: (EndpointSliceInfo(f"{s.key}-x", s.key, (endpoint,)),) for s in held}
+    plans, routes = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        planned = plan_bgp(cfg, held, slices, known)
+        middle = time.perf_counter()
+        table = routes_for(cfg, planned, known[0])
+        plans.append(middle - start)
+        routes.append(time.perf_counter() - middle)
+        assert len(table.desired[peer.name]) == services
+    return sorted(plans)[1], sorted(routes)[1]
+
+
+def pct(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import platform
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="CI: small sizes")
+    args = parser.parse_args(argv)
+    creates, idle_s, planned = (10, 5.0, 1000) if args.smoke else (100, 30.0, 10000)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"# bench/bgp_speaker.py {'--smoke' if args.smoke else '(full)'}: {platform.node()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, {when}, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print("| measurement | result | target |\n|---|---|---|")
+    ok = True
+    plan_s, routes_s = plan_cost(planned)
+    print(f"| plan {planned} Services (plan_bgp / routes_for, median of 3) | "
+          f"{plan_s * 1000:.0f} / {routes_s * 1000:.0f} ms | |")  # fmt: skip
+    with cluster() as c:
+        times = create_to_route(c, creates)
+        p50, p99 = pct(times, 50) * 1000, pct(times, 99) * 1000
+        ok &= pct(times, 99) <= 0.5 or args.smoke
+        print(f"| create -> route in the router's kernel table | p50 {p50:.0f} ms, p99 "
+              f"{p99:.0f} ms (n={len(times)}) | p99 <= 500 ms |")  # fmt: skip
+        cpu = idle_cpu(c, idle_s)
+        print(f"| speaker + ExaBGP idle CPU per node, {len(c.speakers)} nodes, 2 sessions each | "
+              f"{cpu * 100:.2f} % of a core | <= 2 % |")  # fmt: skip
+        ok &= cpu <= 0.02 or args.smoke
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    raise SystemExit(main())
