@@ -122,6 +122,7 @@ class DataPlane:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
+        self._ticking: asyncio.Task[None] | None = None
         self._seq = 0
         # indirect probes: seq -> (the asker's address, the asker, the target)
         self._relays: dict[int, tuple[tuple[str, int], NodeName, NodeName]] = {}
@@ -194,8 +195,9 @@ class DataPlane:
         await self.announcer.start()
         ready.set_result(None)
         checks = asyncio.create_task(self._duplicate_checks())
+        self._ticking = asyncio.create_task(self._ticks())
         try:
-            await self._ticks()
+            await asyncio.wait({self._ticking})  # ends when _shutdown cancels it
         finally:
             checks.cancel()
             await asyncio.gather(checks, return_exceptions=True)
@@ -215,8 +217,9 @@ class DataPlane:
         assert self._stop is not None
         expected = _on_phase(time.monotonic() + PROBE_INTERVAL / 2)
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), max(0.0, expected - time.monotonic()))
+            # a plain sleep (_shutdown cancels this task): a wait_for on the stop event built
+            # a task and a timeout every tick
+            await asyncio.sleep(max(0.0, expected - time.monotonic()))
             now = time.monotonic()
             lag = max(0.0, now - expected)
             if lag > STALL:  # requests queued during the stall are stale: answer none of them
@@ -449,3 +452,5 @@ class DataPlane:
         self.liveness.release_all()
         self._apply()
         self._stop.set()
+        if self._ticking is not None:
+            self._ticking.cancel()

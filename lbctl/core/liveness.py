@@ -266,7 +266,9 @@ class Liveness:
         arp: list[IPAddress] = []
         changed = self._timed(now)
         for name, peer in self.peers.items():
-            if peer.suspect_since is not None and now - peer.suspect_since >= CHECK_WAIT:
+            # the same float tolerance as the probe interval's: the shell ticks on exact
+            # multiples of the interval, and 0.3 - 0.1 is not quite 0.2 in floating point
+            if peer.suspect_since is not None and now - peer.suspect_since >= CHECK_WAIT - 1e-6:
                 peer.dead, peer.suspect_since = not peer.cleared, None
                 changed |= peer.dead
             if now - peer.last_probe < PROBE_INTERVAL - 1e-6:

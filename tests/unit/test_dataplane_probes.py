@@ -1,0 +1,134 @@
+"""Two speakers' data planes exchanging liveness messages through encode/decode (no sockets, no
+loop): reports travel only while the receiver lacks them, and ticks fall in phase."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Mapping
+
+import pytest
+
+from lbctl.core.liveness import PROBE_INTERVAL, Group
+from lbctl.core.model import IPAddress, NodeName
+from speaker import dataplane
+from speaker.dataplane import DataPlane, Plan
+from speaker.probes import Message, decode, encode
+
+N1, N2 = NodeName("node-1"), NodeName("node-2")
+ADDR = {N1: ipaddress.ip_address("192.0.2.1"), N2: ipaddress.ip_address("192.0.2.2")}
+VIP = ipaddress.ip_address("192.0.2.200")
+
+
+class Silent:
+    """An announcer that never touches the wire."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def sync(self, desired: Mapping[IPAddress, str]) -> None: ...
+
+    def interface_for(self, ip: IPAddress, allowed: tuple[str, ...]) -> str | None:
+        return "eth0"
+
+    def macs(self) -> tuple[str, ...]:
+        return ("02:00:00:00:00:01",)
+
+    def discard_pending(self) -> int:
+        return 0
+
+    async def probe(
+        self, vip: IPAddress, interface: str | None = None, *, window: float = 0.1
+    ) -> dataplane.Answered:
+        raise AssertionError("no ARP check in these tests")
+
+
+class Wire:
+    """Collects what a data plane sends, as datagrams."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, msg: Message, addr: tuple[str, int], body: bytes | None = None) -> None:
+        self.sent.append(encode(msg, body))
+
+
+def plane(me: NodeName) -> tuple[DataPlane, Wire]:
+    p = DataPlane(me, Silent(), bind=(str(ADDR[me]), 7946))
+    wire = Wire()
+    p.endpoint = wire  # type: ignore[assignment]
+    p.fresh = True
+    p._update(Plan((Group(VIP, (VIP,), (N1, N2)),), {}, ADDR))
+    return p, wire
+
+
+def deliver(wire: Wire, to: DataPlane, src: NodeName) -> list[Message]:
+    """Hand `to` everything `wire` sent; the messages, decoded."""
+    msgs = [decode(d) for d in wire.sent]
+    wire.sent.clear()
+    for msg in msgs:
+        to._on_message(msg, (str(ADDR[src]), 7946))
+    return msgs
+
+
+def tick(p: DataPlane) -> None:
+    """The next tick of `p`, one interval after its last (the shell's clock, simulated)."""
+    last = max((peer.last_probe for peer in p.liveness.peers.values()), default=time.monotonic())
+    p._act(p.liveness.tick(last + PROBE_INTERVAL))
+
+
+def round_trip(n2: DataPlane, w1: Wire, w2: Wire, n1: DataPlane) -> tuple[Message, Message]:
+    """node-2 (the monitor) probes node-1, which acks."""
+    tick(n2)
+    (probe,) = deliver(w2, n1, N2)
+    (ack,) = deliver(w1, n2, N1)
+    return probe, ack
+
+
+def test_steady_probes_and_acks_carry_no_report() -> None:
+    n1, w1 = plane(N1)
+    n2, w2 = plane(N2)
+    first = round_trip(n2, w1, w2, n1)
+    assert all(m.body for m in first)  # neither knew the other's report
+    second = round_trip(n2, w1, w2, n1)
+    assert not second[0].body  # node-1 said it has node-2's report
+    assert not any(m.body for m in round_trip(n2, w1, w2, n1))
+    assert len(encode(second[0])) < 48
+
+
+def test_a_changed_report_travels_once_more() -> None:
+    n1, w1 = plane(N1)
+    n2, w2 = plane(N2)
+    for _ in range(3):
+        round_trip(n2, w1, w2, n1)
+    n1.fresh = False  # node-1's API view went stale: its report changes
+    probe, ack = round_trip(n2, w1, w2, n1)
+    assert ack.body and not probe.body
+    assert n2.peer_fresh[N1] is False
+    assert not any(m.body for m in round_trip(n2, w1, w2, n1))
+
+
+def test_a_probe_naming_an_unknown_report_is_still_acked() -> None:
+    n1, w1 = plane(N1)
+    n2, w2 = plane(N2)
+    for _ in range(2):
+        round_trip(n2, w1, w2, n1)
+    restarted, w1b = plane(N1)  # node-1 restarted: it lacks node-2's report
+    tick(n2)
+    (probe,) = deliver(w2, restarted, N2)
+    assert not probe.body
+    (ack,) = deliver(w1b, n2, N1)
+    assert ack.body and ack.seen == 0  # says it holds nothing: the next probe carries it
+    tick(n2)
+    (probe,) = deliver(w2, restarted, N2)
+    assert probe.body
+
+
+@pytest.mark.parametrize("after", [0.0, 0.03, 0.0999, 12.34567])
+def test_ticks_fall_on_multiples_of_the_interval_of_the_wall_clock(after: float) -> None:
+    start = time.monotonic() + after
+    at = dataplane._on_phase(start)
+    wall = at + (time.time() - time.monotonic())
+    assert start <= at < start + PROBE_INTERVAL + 1e-9
+    assert min(wall % PROBE_INTERVAL, PROBE_INTERVAL - wall % PROBE_INTERVAL) < 1e-3
