@@ -115,8 +115,9 @@ class BGPSide:
         except KubeError as err:
             self._say(f"{where}: cannot be read ({err}); the session is not started")
             value = None
-        if value is None and cached is None:
-            self._say(f"{where}: the key is missing; the session is not started")
+        else:
+            if value is None:
+                self._say(f"{where}: the key is missing; the session is not started")
         password = Secret(value) if value is not None else None
         self._secrets[ref] = (now, password)
         return password
