@@ -34,6 +34,7 @@ from lbctl.core.adapt import (
 )
 from lbctl.core.bgpcondition import Sessions
 from lbctl.core.bgpplan import ServiceRoutes, plan_bgp
+from lbctl.core.condition import Kind
 from lbctl.core.eligibility import pool_of
 from lbctl.core.l2condition import L2Verdict
 from lbctl.core.l2plan import AnnouncementGroup, plan_l2
@@ -270,7 +271,7 @@ class Agent:
                 said = None if silent else l2condition.verdict(group, key, writes.node,
                                                                writes.interfaces)  # fmt: skip
                 observed.condition = await self._write(
-                    key, observed, observed.condition, said, l2condition
+                    key, observed, observed.condition, said, l2condition.KIND
                 )
         if self.bgp is None:
             return
@@ -284,7 +285,7 @@ class Agent:
             )
             said = None if silent else self.bgp.verdict(plan, self.node_sessions)
             observed.bgp_condition = await self._write(
-                plan.service, observed, observed.bgp_condition, said, bgpcondition
+                plan.service, observed, observed.bgp_condition, said, bgpcondition.KIND
             )
 
     async def _write(
@@ -293,14 +294,14 @@ class Agent:
         observed: Observed,
         previous: Mapping[str, object] | None,
         said: L2Verdict | None,
-        kind: Any,  # the condition's module: l2condition or bgpcondition
+        kind: Kind,  # l2condition.KIND or bgpcondition.KIND
     ) -> Mapping[str, object] | None:
         """Write `said` as the Service's condition of `kind` unless it already says it; None
         removes the condition (if there is one). Returns the condition now in place."""
         if said is None:
             if previous is None:
                 return None
-            body: dict[str, object] = {"type": kind.CONDITION_TYPE, "$patch": "delete"}
+            body: dict[str, object] = kind.removal()
         elif kind.up_to_date(previous, said, observed.generation):
             return previous
         else:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 from lbctl.core.bgpplan import ServiceRoutes
-from lbctl.core.l2condition import NAMES_SHOWN, clip
+from lbctl.core.condition import Kind
+from lbctl.core.l2condition import NAMES_SHOWN
 from lbctl.core.l2condition import L2Verdict as Verdict
 from lbctl.core.model import IPAddress, NodeName, PeerName
 from lbctl.core.reasons import BGPFailure, BGPSuccess, NodeSkip
-from lbctl.core.timefmt import rfc3339
 
 CONDITION_TYPE = "lbctl.io/AnnouncedBGP"
 SESSIONS_ANNOTATION = "lbctl.io/bgp-sessions"
@@ -160,39 +159,7 @@ def _ips(ips: Sequence[IPAddress]) -> str:
 # --- the condition as written --------------------------------------------------------------------
 
 
-def find(status: object) -> Mapping[str, object] | None:
-    """Our condition in a Service's status mapping, or None."""
-    conditions = status.get("conditions") if isinstance(status, Mapping) else None
-    if not isinstance(conditions, list):
-        return None
-    return next(
-        (c for c in conditions if isinstance(c, Mapping) and c.get("type") == CONDITION_TYPE),
-        None,
-    )
-
-
-def up_to_date(previous: Mapping[str, object] | None, said: Verdict, generation: int) -> bool:
-    """Whether `previous` (find()'s result) already says this: then nothing is written."""
-    return previous is not None and (
-        previous.get("status"),
-        previous.get("reason"),
-        previous.get("message"),
-        previous.get("observedGeneration"),
-    ) == (said.status, said.reason, clip(said.message), generation)
-
-
-def condition(
-    said: Verdict, *, generation: int, now: datetime, previous: Mapping[str, object] | None
-) -> dict[str, object]:
-    """The condition to write: lastTransitionTime kept unless the status flips."""
-    since = previous.get("lastTransitionTime") if previous is not None else None
-    if previous is None or previous.get("status") != said.status or not isinstance(since, str):
-        since = rfc3339(now)
-    return {
-        "type": CONDITION_TYPE,
-        "status": said.status,
-        "observedGeneration": generation,
-        "lastTransitionTime": since,
-        "reason": said.reason,
-        "message": clip(said.message),
-    }
+KIND = Kind(CONDITION_TYPE)
+find = KIND.find
+up_to_date = KIND.up_to_date
+condition = KIND.condition

@@ -82,3 +82,43 @@ def build(
 def removal(type_: str) -> dict[str, object]:
     """A strategic-merge list entry deleting the condition of type `type_` (and no other)."""
     return {"type": type_, "$patch": "delete"}
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One condition type's find / compare / build / remove, for a writer that holds several
+    (the speaker writes AnnouncedL2 and AnnouncedBGP)."""
+
+    type_: str
+
+    def find(self, status: object) -> Mapping[str, object] | None:
+        return find(status, self.type_)
+
+    def up_to_date(
+        self, previous: Mapping[str, object] | None, said: Verdict[str], generation: int
+    ) -> bool:
+        """Whether `previous` (find()'s result) already says this: then nothing is written."""
+        if previous is None:
+            return False
+        shown = tuple(
+            previous.get(f) for f in ("status", "reason", "message", "observedGeneration")
+        )
+        return says((shown[0], shown[1], shown[2], shown[3]), said, generation)
+
+    def condition(
+        self,
+        said: Verdict[str],
+        *,
+        generation: int,
+        now: datetime,
+        previous: Mapping[str, object] | None,
+    ) -> dict[str, object]:
+        """The condition to write: lastTransitionTime kept unless the status flips."""
+        before = previous or {}
+        return build(
+            self.type_, said, generation=generation, now=now,
+            previous_status=before.get("status"), previous_since=before.get("lastTransitionTime"),
+        )  # fmt: skip
+
+    def removal(self) -> dict[str, object]:
+        return removal(self.type_)

@@ -9,8 +9,7 @@ same bytes and an unchanged condition is never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
 from lbctl.core import condition as condition_shape
 from lbctl.core.condition import MAX_MESSAGE, Verdict, clip
@@ -141,34 +140,8 @@ def _shared(group: AnnouncementGroup, service: ServiceKey) -> str:
 # --- the condition as written --------------------------------------------------------------------
 
 
-def find(status: object) -> Mapping[str, object] | None:
-    """Our condition in a Service's status mapping, or None."""
-    return condition_shape.find(status, CONDITION_TYPE)
-
-
-def up_to_date(previous: Mapping[str, object] | None, said: L2Verdict, generation: int) -> bool:
-    """Whether `previous` (find()'s result) already says this: then nothing is written."""
-    if previous is None:
-        return False
-    shown = tuple(previous.get(f) for f in ("status", "reason", "message", "observedGeneration"))
-    return condition_shape.says((shown[0], shown[1], shown[2], shown[3]), said, generation)
-
-
-def condition(
-    said: L2Verdict, *, generation: int, now: datetime, previous: Mapping[str, object] | None
-) -> dict[str, object]:
-    """The condition to write: lastTransitionTime kept unless the status flips."""
-    before = previous or {}
-    return condition_shape.build(
-        CONDITION_TYPE,
-        said,
-        generation=generation,
-        now=now,
-        previous_status=before.get("status"),
-        previous_since=before.get("lastTransitionTime"),
-    )
-
-
-def removal() -> dict[str, object]:
-    """A strategic-merge list entry deleting our condition (and no other)."""
-    return condition_shape.removal(CONDITION_TYPE)
+KIND = condition_shape.Kind(CONDITION_TYPE)
+find = KIND.find  # our condition in a Service's status mapping, or None
+up_to_date = KIND.up_to_date  # whether find()'s result already says a verdict
+condition = KIND.condition  # the condition to write (lastTransitionTime kept unless it flips)
+removal = KIND.removal  # a strategic-merge list entry deleting our condition

@@ -183,7 +183,7 @@ def hops_become(bgp: BGPBed, prefix: str, nodes: set[str], timeout: float = 10.0
     want = {bgp.addr(n) for n in nodes}
     try:
         wait_for(lambda: bgp.next_hops(prefix) == want, timeout, f"{prefix} via {sorted(want)}")
-    except AssertionError as err:
+    except WaitTimeout as err:
         raise AssertionError(
             f"{err}; now {bgp.next_hops(prefix)}\n{bgp.bird_route(prefix)}"
         ) from None

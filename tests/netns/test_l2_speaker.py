@@ -28,7 +28,7 @@ from lbctl.lab import agents, netfaults, nsutil
 from lbctl.lab.bed import Bed
 from lbctl.lab.daemon import lab_config_text
 from lbctl.lab.l2probe import VipObserver, VipResponder
-from lbctl.lab.procs import wait_for
+from lbctl.lab.procs import WaitTimeout, wait_for
 
 NS = "default"
 CONDITION = "lbctl.io/AnnouncedL2"
@@ -144,7 +144,7 @@ def ask(l2: L2Bed, vip: str, timeout: float = 1.0) -> dict[str, str]:
 def served(l2: L2Bed, vip: str, timeout: float = 15.0) -> dict[str, str]:
     try:
         answer: dict[str, str] = wait_for(lambda: ask(l2, vip), timeout, f"an answer from {vip}")
-    except AssertionError as err:
+    except WaitTimeout as err:
         raise AssertionError(f"{err}\n{diagnose(l2, vip)}") from None
     return answer
 
