@@ -24,7 +24,7 @@ from speaker.announcers.bgp.api import SESSION_WARN
 
 NET = ipaddress.ip_network
 V1, V2, V3 = (NET(f"{ip}/32") for ip in list(plan.BGP_VIPS4)[1:4])
-V6 = NET("2001:db8:3::10/128")
+V6 = NET(f"{plan.BGP_VIPS6[0x10]}/128")  # 2001:db8:3::10
 ROUTER = PeerName("router")
 
 
@@ -53,6 +53,7 @@ class Running:
         hooks = BGPHooks(
             on_restart=lambda peer, reason: self.events.append(("restart", reason)),
             on_updates=lambda peer, n: self.events.append(("updates", n)),
+            on_session=lambda peer, up, why: self.events.append(("session", (up, why))),
         )
         self.announcer = BGPAnnouncer(topo.run_dir / f"bgp-{node.name}", hooks=hooks)
         nsutil.run_in_netns(node.netns, self.announcer.start)
@@ -244,6 +245,8 @@ def test_md5_right_password_up_wrong_password_down_and_never_shown(
              "the log line about the session")  # fmt: skip
     assert not bad.up(), "a wrong TCP-MD5 password brought the session up"
     assert "password" in bad.announcer.statuses()[ROUTER].error
+    assert not any(kind == "session" and value[0] for kind, value in bad.events)  # type: ignore[index]
+    assert ("session", (True, "")) in good.events
     assert next_hops(topo, V1) == addrs(n1)
     conf = next((topo.run_dir / f"bgp-{n2.name}").glob("peer-*/exabgp.conf"))
     assert conf.stat().st_mode & 0o777 == 0o600
@@ -259,3 +262,4 @@ def test_md5_right_password_up_wrong_password_down_and_never_shown(
         assert secret not in argv and secret not in environ
         assert secret not in caplog.text
         assert all(secret not in s.error for s in bad.announcer.statuses().values())
+        assert secret not in repr(bad.events)

@@ -121,15 +121,22 @@ class BGPAnnouncer:
         return {n: p.proc.pid for n, p in self._peers.items() if p.proc and p.proc.pid}
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop every ExaBGP (each closes its session, so the routers withdraw the routes)."""
+        """Stop every ExaBGP by its PID, within `timeout` in all: SIGTERM to each at once (each
+        closes its session with a NOTIFICATION, so the routers withdraw its routes at once, not
+        after the hold time), SIGKILL to any still running at the deadline."""
+        deadline = time.monotonic() + timeout
         with self._wake:
             self._stopping = True
             self._wake.notify()
         if self._thread is not None:
-            self._thread.join(timeout)
-        for peer in list(self._peers.values()):
-            if peer.proc is not None:
-                peer.proc.stop()
+            # The loop checks _stopping between commands; one command waits at most
+            # COMMAND_TIMEOUT, so half the budget is enough to see it stop.
+            self._thread.join(max(0.0, timeout / 2))
+        procs = [p.proc for p in list(self._peers.values()) if p.proc is not None]
+        for proc in procs:
+            proc.signal_stop()
+        for proc in procs:
+            proc.reap(deadline)
 
     # -- the announcer's thread -------------------------------------------------------------------
 
@@ -195,6 +202,8 @@ class BGPAnnouncer:
                 peer.backoff = RESTART_FIRST
 
     def _spawn(self, peer: _Peer) -> None:
+        if self._stopping:
+            return  # close() is stopping every process: start none
         proc = ExaBGP(peer.session, peer.directory, self.exabgp,
                       lambda message: self._message(peer, message))  # fmt: skip
         peer.acked = {}

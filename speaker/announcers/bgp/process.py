@@ -171,6 +171,12 @@ class ExaBGP:
     def stop(self, *, kill: bool = False) -> None:
         """Stop ExaBGP by its PID: SIGTERM (it closes its session with a NOTIFICATION) unless
         `kill`, SIGKILL after STOP_TIMEOUT; also a stopped (SIGSTOP) process."""
+        self.signal_stop(kill=kill)
+        self.reap(time.monotonic() + STOP_TIMEOUT)
+
+    def signal_stop(self, *, kill: bool = False) -> None:
+        """Close the API channel and signal ExaBGP (SIGCONT too: a stopped process must run to
+        act on SIGTERM); does not wait."""
         if self._conn is not None:
             with contextlib.suppress(OSError):
                 self._conn.shutdown(socket.SHUT_RDWR)
@@ -182,9 +188,15 @@ class ExaBGP:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
             os.kill(proc.pid, signal.SIGCONT)
+
+    def reap(self, deadline: float) -> None:
+        """Wait for ExaBGP to exit until `deadline` (time.monotonic()), then SIGKILL it."""
+        proc = self.proc
+        if proc is None:
+            return
         try:
-            proc.wait(STOP_TIMEOUT)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT)
+            proc.wait(STOP_TIMEOUT)  # SIGKILL is not refused: this returns at once
