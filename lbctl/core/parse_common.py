@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TypeVar
 
 from lbctl.core.model import (
@@ -27,9 +26,14 @@ from lbctl.core.model import (
     IPAddress,
     LabelSelector,
     ParsedConfig,
-    SelectorOperator,
-    SelectorRequirement,
     Severity,
+)
+from lbctl.core.parse_selectors import (
+    CAMEL_KEYS,
+    KEBAB_KEYS,
+    SelectorKeys,
+    match_labels,
+    requirement,
 )
 from lbctl.core.parse_values import (
     ASN_MAX,
@@ -79,19 +83,6 @@ __all__ = [
 
 Tree = Mapping[object, object]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class SelectorKeys:
-    """How a format spells a selector's keys: lbctl's camelCase or MetalLB's kebab-case."""
-
-    match_labels: str
-    match_expressions: str
-
-
-CAMEL_KEYS = SelectorKeys("matchLabels", "matchExpressions")
-KEBAB_KEYS = SelectorKeys("match-labels", "match-expressions")
-_OPERATORS = ", ".join(op.value for op in SelectorOperator)
 
 
 class Issues:
@@ -301,8 +292,8 @@ class Issues:
             return None
         errors = len(self.errors)
         self.reject_unknown(m, (keys.match_labels, keys.match_expressions), where)
-        labels = self._match_labels(m, keys.match_labels, where)
-        exprs = [self._requirement(e, w) for w, e in self.entries(m, keys.match_expressions, where)]
+        labels = match_labels(self, m, keys.match_labels, where)
+        exprs = [requirement(self, e, w) for w, e in self.entries(m, keys.match_expressions, where)]
         if len(self.errors) > errors:
             return None
         return LabelSelector(tuple(labels), tuple(r for r in exprs if r is not None))
@@ -315,46 +306,7 @@ class Issues:
         found = [self.selector(item, at(at(where, key), i), keys) for i, item in enumerate(items)]
         return tuple(s for s in found if s is not None)
 
-    def _match_labels(self, m: Tree, key: str, where: str) -> list[tuple[str, str]]:
-        labels = self.get_map(m, key, where) or {}
-        out: list[tuple[str, str]] = []
-        for k, v in labels.items():
-            w = at(at(where, key), key_text(k))
-            if not isinstance(k, str) or not isinstance(v, str):
-                self.error(w, "label keys and values must be strings")
-                continue
-            if self._checked(check_label_key, k, w) and self._checked(check_label_value, v, w):
-                out.append((k, v))
-        return sorted(out)
-
-    def _requirement(self, m: Tree, where: str) -> SelectorRequirement | None:
-        self.reject_unknown(m, ("key", "operator", "values"), where)
-        key = self.get_str(m, "key", where, required=True)
-        op_text = self.get_str(m, "operator", where, required=True)
-        found = self.get_str_list(m, "values", where)
-        values_ok = found is not None or m.get("values") is None
-        values = found or ()
-        if key is not None and not self._checked(check_label_key, key, at(where, "key")):
-            key = None
-        for i, v in enumerate(values):
-            self._checked(check_label_value, v, at(at(where, "values"), i))
-        if op_text is None:
-            return None
-        try:
-            op = SelectorOperator(op_text)
-        except ValueError:
-            self.error(at(where, "operator"), f"{quote(op_text)}: must be one of {_OPERATORS}")
-            return None
-        needs_values = op in (SelectorOperator.IN, SelectorOperator.NOT_IN)
-        if not values_ok:
-            return None  # bad values were reported; "needs values" would only add noise
-        if needs_values and not values:
-            self.error(at(where, "values"), f"operator {op.value} needs at least one value")
-        elif not needs_values and values:
-            self.error(at(where, "values"), f"operator {op.value} takes no values")
-        return None if key is None else SelectorRequirement(key, op, tuple(values))
-
-    def _checked(self, check: Callable[[str], None], text: str, where: str) -> bool:
+    def checked(self, check: Callable[[str], None], text: str, where: str) -> bool:
         try:
             check(text)
         except ValueError as err:
