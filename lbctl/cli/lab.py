@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lbctl.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from lbctl.cli.lab_show import print_usage
 from lbctl.lab import demo, kubebin, nsutil, plan, procs
-from lbctl.lab.daemon import ROLE, LabFiles, read_ready, read_state
+from lbctl.lab.daemon import ROLE, read_ready, read_state
 from lbctl.lab.procs import log_tail
 from lbctl.lab.runstate import (
     ProcRecord,
@@ -38,8 +39,8 @@ The lab is a small Kubernetes cluster built on this machine: the real kube-apise
 kube-controller-manager, kube-scheduler and a kube-proxy per node (built once from Kubernetes'
 Go modules by tools/kube, which needs Go >= 1.26 the first time), network namespaces for the
 nodes, a client and a router on a LAN bridge, a kubelet stand-in that runs Pods as real
-processes, the pool ConfigMap lbctl-system/lbctl-config and the lbctl controller under its
-ServiceAccount. It needs root. See docs/lab.md."""
+processes, the pool ConfigMap lbctl-system/lbctl-config, the lbctl controller and an
+lbctl-speaker per node under their ServiceAccounts. It needs root. See docs/lab.md."""
 EPILOG = """\
 examples:
   sudo lbctl lab up             # start it; prints the kubeconfig to use
@@ -261,30 +262,6 @@ def finish_up(
     proc.returncode = 0  # detached on purpose: no "still running" warning when we exit
     print_usage(info, run_dir, current=not args.parallel)
     return EXIT_OK
-
-
-def print_usage(info: dict[str, Any], run_dir: Path, *, current: bool) -> None:
-    controller = info["controller"]
-    runid = info["runid"]
-    print(f"lab {runid} is up: API server {info['api']}, nodes {', '.join(info['nodes'])}")
-    for name, version in info.get("versions", {}).items():
-        print(f"  {name}: {version}")
-    if controller["running"]:
-        print(f"controller: lbctl-controller running (pid {controller['pid']})")
-        speakers = info.get("speakers", {})
-        print(f"speakers: lbctl-speaker on {', '.join(sorted(speakers)) or 'no node'}")
-    else:
-        print(f"controller: not running: {controller['note']}")
-        print("  (nothing assigns addresses: Services stay <pending>)")
-    kubectl = Path(sys.executable).parent / "kubectl"
-    print(f"logs: {LabFiles(run_dir).logs}/")
-    print("\nuse it:")
-    print(f"  export KUBECONFIG={info['kubeconfig']}")
-    print(f"  {kubectl} get nodes")
-    print(f"  {kubectl} get svc")
-    which = "" if current else f" --runid {runid}"  # a --parallel run is not the current one
-    print(f"  lbctl lab demo{which}      # a LoadBalancer Service, end to end")
-    print(f"  lbctl lab down{which}      # stop everything")
 
 
 # -- down --------------------------------------------------------------------------------------
