@@ -13,10 +13,11 @@ from types import TracebackType
 
 from lbctl.lab import kubebin, kubeproxy, nsutil, plan
 from lbctl.lab.controlplane import ControlPlane
-from lbctl.lab.kubelet import Kubelet, node_identity
+from lbctl.lab.kubelet import Kubelet
 from lbctl.lab.procs import wait_for
 from lbctl.lab.relay import NODE_API_PORT
 from lbctl.lab.topology import Topology
+from lbctl.lab.workloads import node_identity
 
 RELAY_TIMEOUT = 10.0
 NODES_TIMEOUT = 30.0  # not-ready is lifted within one node-monitor period (1 s) of Ready

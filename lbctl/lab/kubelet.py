@@ -153,9 +153,9 @@ class NodeAgent:
 
     async def _reconcile(self) -> None:
         pods = await self.api.list(f"/api/v1/pods?{self._pod_query}")
-        live = {wl.key_of(p): p for p in pods if not _finished(p)}
+        live = {wl.key_of(p): p for p in pods if not wl.pod_finished(p)}
         for key, backend in list(self.runner.backends.items()):
-            if backend.node == self.name and _uid(live.get(key)) != backend.uid:
+            if backend.node == self.name and wl.uid_of(live.get(key)) != backend.uid:
                 await self.runner.remove(key)
         for key, pod in live.items():
             if (pod.get("metadata") or {}).get("deletionTimestamp"):
@@ -172,7 +172,7 @@ class NodeAgent:
         if backend is None:
             backend = Backend(
                 key=key,
-                uid=_uid(pod),
+                uid=wl.uid_of(pod),
                 node=self.name,
                 netns=self.member.netns,
                 ip=self.runner.allocate_ip(self.member.index, self.name),
@@ -202,20 +202,12 @@ class NodeAgent:
     async def _finish_deletion(self, key: PodKey, pod: dict[str, Any]) -> None:
         """Stop the pod's process, then delete the Pod for good (a kubelet's last word)."""
         await self.runner.remove(key)
-        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": _uid(pod)}}
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": wl.uid_of(pod)}}
         try:
             await self.api.delete(f"/api/v1/namespaces/{key[0]}/pods/{key[1]}", body)
         except KubeApiError as err:
             if err.status != 409:  # a new pod took the name
                 raise
-
-
-def _uid(body: Mapping[str, Any] | None) -> str:
-    return str(((body or {}).get("metadata") or {}).get("uid", ""))
-
-
-def _finished(pod: Mapping[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
 class Kubelet:
@@ -397,8 +389,3 @@ class Kubelet:
             }
             for key, b in self._runner.backends.items()
         }
-
-
-def node_identity(name: str) -> tuple[str, list[str]]:
-    """(user, groups) a node's kubelet authenticates as."""
-    return f"system:node:{name}", ["system:nodes"]

@@ -160,3 +160,16 @@ def pod_status(
             for c in containers
         ],
     }
+
+
+def uid_of(body: Mapping[str, Any] | None) -> str:
+    return str(((body or {}).get("metadata") or {}).get("uid", ""))
+
+
+def pod_finished(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def node_identity(name: str) -> tuple[str, list[str]]:
+    """(user, groups) a node's kubelet authenticates as."""
+    return f"system:node:{name}", ["system:nodes"]
