@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from lbctl.core.bgpplan import ServiceRoutes
 from lbctl.core.condition import Kind
-from lbctl.core.l2condition import NAMES_SHOWN
+from lbctl.core.l2condition import NAMES_SHOWN, ips_text, skips
 from lbctl.core.l2condition import L2Verdict as Verdict
-from lbctl.core.model import IPAddress, NodeName, PeerName
+from lbctl.core.model import NodeName, PeerName
 from lbctl.core.reasons import BGPFailure, BGPSuccess, NodeSkip
 
 CONDITION_TYPE = "lbctl.io/AnnouncedBGP"
@@ -122,18 +122,8 @@ def failure_message(plan: ServiceRoutes) -> str:
         case BGPFailure.NO_READY_ENDPOINTS:
             return f"no ready or serving endpoint in the EndpointSlices of {plan.service}"
         case _:
-            return f"no eligible node for {_ips(plan.ips)}: {_skips(plan)}"
-
-
-def _skips(plan: ServiceRoutes) -> str:
-    if not plan.skipped:
-        return "no Nodes"
-    parts = []
-    for reason in NodeSkip:
-        nodes = sorted(n for n, r in plan.skipped.items() if r is reason)
-        if nodes:
-            parts.append(f"{_label(reason, plan)}: {_names(nodes)}")
-    return "; ".join(parts)
+            why = skips(plan.skipped, lambda r: _label(r, plan))
+            return f"no eligible node for {ips_text(plan.ips)}: {why}"
 
 
 def _label(reason: NodeSkip, plan: ServiceRoutes) -> str:
@@ -144,16 +134,6 @@ def _label(reason: NodeSkip, plan: ServiceRoutes) -> str:
     if reason is NodeSkip.NO_LOCAL_ENDPOINT:
         return f"{reason} (externalTrafficPolicy Local)"
     return str(reason)
-
-
-def _names(nodes: Sequence[str]) -> str:
-    shown = ", ".join(nodes[:NAMES_SHOWN])
-    rest = len(nodes) - NAMES_SHOWN
-    return f"{shown} and {rest} more" if rest > 0 else shown
-
-
-def _ips(ips: Sequence[IPAddress]) -> str:
-    return ", ".join(str(ip) for ip in ips)
 
 
 # --- the condition as written --------------------------------------------------------------------

@@ -37,12 +37,11 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from lbctl.core import election
 from lbctl.core.adapt import EndpointSliceInfo, HeldService, NodeInfo
 from lbctl.core.bgproutes import Desired, IPNetwork, RouteAttrs
-from lbctl.core.eligibility import local_nodes, node_skip, pool_of, serves
+from lbctl.core.eligibility import empty_mapping, local_nodes, node_skip, pool_of, serves
 from lbctl.core.model import (
     BGPAdvertisement,
     BGPPeer,
@@ -58,10 +57,6 @@ from lbctl.core.model import (
 from lbctl.core.reasons import BGPFailure, NodeSkip
 
 
-def _empty() -> Mapping[Any, Any]:
-    return MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class ServiceRoutes:
     """One Service's BGP plan: who announces its IPs to whom, or why nobody does."""
@@ -73,10 +68,12 @@ class ServiceRoutes:
     ranking: tuple[NodeName, ...]  # announcing nodes in rank order; empty iff failure
     failure: BGPFailure | None
     # For each announcing node, the peers it sends at least one of the IPs to, sorted.
-    peers: Mapping[NodeName, tuple[PeerName, ...]] = field(default_factory=_empty, hash=False)
+    peers: Mapping[NodeName, tuple[PeerName, ...]] = field(
+        default_factory=empty_mapping, hash=False
+    )
     # Every node known but not announcing, and why; empty when the Service failed before nodes
     # were looked at (NoBGPAdvertisement, NoReadyEndpoints).
-    skipped: Mapping[NodeName, NodeSkip] = field(default_factory=_empty, hash=False)
+    skipped: Mapping[NodeName, NodeSkip] = field(default_factory=empty_mapping, hash=False)
     pools: tuple[PoolName | None, ...] = ()  # the pool of each IP, in ips order
 
     @property
@@ -168,8 +165,8 @@ def _plan_service(
     names = tuple(a.name for a in reach.advertisements)
     failure: BGPFailure | None = None
     ranking: tuple[NodeName, ...] = ()
-    peers: Mapping[NodeName, tuple[PeerName, ...]] = _empty()
-    skipped: Mapping[NodeName, NodeSkip] = _empty()
+    peers: Mapping[NodeName, tuple[PeerName, ...]] = empty_mapping()
+    skipped: Mapping[NodeName, NodeSkip] = empty_mapping()
     if not reach.advertisements:
         failure = BGPFailure.NO_BGP_ADVERTISEMENT
     elif not serves(slices):

@@ -5,11 +5,18 @@ endpoints to send traffic to, cluster-wide and per node.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 from lbctl.core.adapt import EndpointSliceInfo, HeldService, NodeInfo
 from lbctl.core.model import Config, IPAddress, NodeName, PoolName
 from lbctl.core.reasons import NodeSkip
+
+
+def empty_mapping() -> Mapping[Any, Any]:
+    """A read-only empty mapping: the default of the plans' per-node fields."""
+    return MappingProxyType({})
 
 
 def node_skip(node: NodeInfo) -> NodeSkip | None:

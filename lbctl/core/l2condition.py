@@ -9,7 +9,7 @@ same bytes and an unchanged condition is never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from lbctl.core import condition as condition_shape
 from lbctl.core.condition import MAX_MESSAGE, Verdict, clip
@@ -17,8 +17,9 @@ from lbctl.core.l2plan import AnnouncementGroup
 from lbctl.core.model import IPAddress, NodeName, ServiceKey
 from lbctl.core.reasons import L2Failure, L2Success, NodeSkip
 
-__all__ = [  # clip and MAX_MESSAGE: lbctl.core.condition's, re-exported for bgpcondition
+__all__ = [  # clip and MAX_MESSAGE: lbctl.core.condition's, re-exported
     "CONDITION_TYPE",
+    "KIND",
     "MAX_MESSAGE",
     "NAMES_SHOWN",
     "L2Verdict",
@@ -26,7 +27,10 @@ __all__ = [  # clip and MAX_MESSAGE: lbctl.core.condition's, re-exported for bgp
     "condition",
     "failure_message",
     "find",
+    "ips_text",
+    "names",
     "removal",
+    "skips",
     "up_to_date",
     "verdict",
 ]
@@ -61,14 +65,14 @@ def verdict(
     it has none for the IPs. Nobody announcing a group that has eligible nodes means none of them
     has an interface for the IPs (else the owner or a monitor would): NoInterfaceForIP.
     """
-    ips = _ips(group.ips)
+    ips = ips_text(group.ips)
     if group.failure is not None:
         return L2Verdict(False, group.failure.value, failure_message(group))
     if service in group.idle:
         return _idle(group, service, announcer)
     no_interface = L2Failure.NO_INTERFACE_FOR_IP.value
     if announcer is None:
-        ranked = _names(group.ranking)
+        ranked = names(group.ranking)
         message = f"no eligible node has an interface for {ips} (eligible: {ranked})"
         return L2Verdict(False, no_interface, message)
     if not interfaces:
@@ -90,7 +94,8 @@ def failure_message(group: AnnouncementGroup) -> str:
             services = ", ".join(group.services)
             return f"no ready or serving endpoint in the EndpointSlices of {services}"
         case _:
-            return f"no eligible node for {_ips(group.ips)}: {_skips(group)}"
+            why = skips(group.skipped, lambda r: _label(r, group))
+            return f"no eligible node for {ips_text(group.ips)}: {why}"
 
 
 def _idle(group: AnnouncementGroup, service: ServiceKey, announcer: NodeName | None) -> L2Verdict:
@@ -98,19 +103,20 @@ def _idle(group: AnnouncementGroup, service: ServiceKey, announcer: NodeName | N
     message = f"no ready or serving endpoint in the EndpointSlices of {service}"
     others = ", ".join(s for s in group.services if s != service)
     if announcer is not None:
-        message += f"; {_ips(group.ips)} announced by node {announcer} for {others}"
+        message += f"; {ips_text(group.ips)} announced by node {announcer} for {others}"
     return L2Verdict(False, L2Failure.NO_READY_ENDPOINTS.value, message)
 
 
-def _skips(group: AnnouncementGroup) -> str:
-    """`NodeNotReady: a, b; NoLocalEndpoint (externalTrafficPolicy Local): c`, NodeSkip order."""
-    if not group.skipped:
+def skips(skipped: Mapping[NodeName, NodeSkip], label: Callable[[NodeSkip], str]) -> str:
+    """`NodeNotReady: a, b; NoLocalEndpoint (externalTrafficPolicy Local): c`, NodeSkip order;
+    `label` words each reason. Shared with bgpcondition."""
+    if not skipped:
         return "no Nodes"
     parts = []
     for reason in NodeSkip:
-        nodes = sorted(n for n, r in group.skipped.items() if r is reason)
+        nodes = sorted(n for n, r in skipped.items() if r is reason)
         if nodes:
-            parts.append(f"{_label(reason, group)}: {_names(nodes)}")
+            parts.append(f"{label(reason)}: {names(nodes)}")
     return "; ".join(parts)
 
 
@@ -122,13 +128,14 @@ def _label(reason: NodeSkip, group: AnnouncementGroup) -> str:
     return str(reason)
 
 
-def _names(nodes: Sequence[str]) -> str:
+def names(nodes: Sequence[str]) -> str:
+    """At most NAMES_SHOWN names, the rest counted."""
     shown = ", ".join(nodes[:NAMES_SHOWN])
     rest = len(nodes) - NAMES_SHOWN
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
-def _ips(ips: Sequence[IPAddress]) -> str:
+def ips_text(ips: Sequence[IPAddress]) -> str:
     return ", ".join(str(ip) for ip in ips)
 
 

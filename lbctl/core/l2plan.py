@@ -41,11 +41,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from lbctl.core import election
 from lbctl.core.adapt import EndpointSliceInfo, HeldService, NodeInfo
-from lbctl.core.eligibility import local_nodes, node_skip, pool_of, serves
+from lbctl.core.eligibility import empty_mapping, local_nodes, node_skip, pool_of, serves
 from lbctl.core.model import (
     Config,
     IPAddress,
@@ -57,10 +56,6 @@ from lbctl.core.model import (
     any_selector_matches,
 )
 from lbctl.core.reasons import L2Failure, NodeSkip
-
-
-def _empty() -> Mapping[Any, Any]:
-    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +72,12 @@ class AnnouncementGroup:
     idle: tuple[ServiceKey, ...] = ()  # Services of the group without any ready endpoint
     # Every node known but not ranked, and why; empty when the group failed before nodes were
     # looked at (NoL2Advertisement, NoReadyEndpoints).
-    skipped: Mapping[NodeName, NodeSkip] = field(default_factory=_empty, hash=False)
+    skipped: Mapping[NodeName, NodeSkip] = field(default_factory=empty_mapping, hash=False)
     # For each node the advertisements select (a superset of ranking): the interfaces it may
     # answer on; () means the interface whose subnet holds the VIP.
-    interfaces: Mapping[NodeName, tuple[str, ...]] = field(default_factory=_empty, hash=False)
+    interfaces: Mapping[NodeName, tuple[str, ...]] = field(
+        default_factory=empty_mapping, hash=False
+    )
 
     @property
     def owner(self) -> NodeName | None:
@@ -186,7 +183,7 @@ def _plan_group(
     reach = reach_of(pool)
     active = [s for s in members if serves(slices.get(s.key, ()))]
     ranking: tuple[NodeName, ...] = ()
-    skipped: Mapping[NodeName, NodeSkip] = _empty()
+    skipped: Mapping[NodeName, NodeSkip] = empty_mapping()
     if not reach.advertisements:
         failure: L2Failure | None = L2Failure.NO_L2_ADVERTISEMENT
     elif not active:
