@@ -235,7 +235,8 @@ def report(b: Bench) -> bool:
         ok &= row(f"{n} prefixes: sync -> all in BIRD", spread(f["all_in_bird"], 1, " s"),
                   target, verdict)  # fmt: skip
         row(f"{n} prefixes: sync -> all acknowledged", spread(f["all_acked"], 1, " s"))
-        row(f"{n} prefixes: CPU of the announce", spread(f["cpu_announce"], 1, " s (ours + ExaBGP)"))
+        cpu = spread(f["cpu_announce"], 1, " s")
+        row(f"{n} prefixes: CPU of the announce (ours + ExaBGP)", cpu)
         row(f"{n} prefixes: sync({{}}) -> none in BIRD", spread(f["all_withdrawn"], 1, " s"))
     if "cpu_total" in f:
         idle = f"idle, {n} announced"
