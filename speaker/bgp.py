@@ -153,8 +153,8 @@ class BGPSide:
     async def publish(self) -> None:
         """Write this node's session states on its Node when they changed."""
         value = bgpcondition.encode_sessions(self.own_sessions())
-        if value == self.published:
-            return
+        if value == self.published or (self.published is None and not self.peers):
+            return  # unchanged, or a node without BGP peers that never published: no write
         try:
             await asyncio.to_thread(self.kube.annotate_node, bgpcondition.SESSIONS_ANNOTATION,
                                     value)  # fmt: skip
