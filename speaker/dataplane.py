@@ -198,6 +198,8 @@ class DataPlane:
         self._ticking = asyncio.create_task(self._ticks())
         try:
             await asyncio.wait({self._ticking})  # ends when _shutdown cancels it
+            if not self._ticking.cancelled():
+                self._ticking.result()  # a crash of the ticks: dataplane_crashed, in _main
         finally:
             checks.cancel()
             await asyncio.gather(checks, return_exceptions=True)
