@@ -309,6 +309,7 @@ def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
     pid = c.speakers["node-1"].proc.pid
     quiet_cpu(pid)
     before = rss_mib(pid)
+    print(f"# node-1's speaker before the creates: RSS {before:.1f} MiB, {load()}", flush=True)
     body = service("rss", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack",
                    allocateLoadBalancerNodePorts=False)  # fmt: skip
     start = time.monotonic()
