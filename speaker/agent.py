@@ -103,6 +103,7 @@ class Agent:
         self.held: dict[IPAddress, Held] = {}
         self.fresh_until = 0.0
         self._dirty = asyncio.Event()
+        self._conditions_due = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- watch events (kopf handlers) ---------------------------------------------------------
@@ -176,6 +177,7 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._plans())
+            group.create_task(self._conditions())
             group.create_task(self._freshness())
 
     async def _plans(self) -> None:
@@ -187,6 +189,17 @@ class Agent:
                 await self.replan()
             except Exception:  # the loop boundary: log and keep planning
                 log.exception("plan_failed node=%s", self.node)
+
+    async def _conditions(self) -> None:
+        """Condition writes on their own task: a plan (and so the data plane and the BGP routes)
+        never waits behind the API writes of the plan before it."""
+        while True:
+            await self._conditions_due.wait()
+            self._conditions_due.clear()
+            try:
+                await self._write_conditions()
+            except Exception:  # the loop boundary: log and keep writing
+                log.exception("conditions_failed node=%s", self.node)
 
     async def _freshness(self) -> None:
         while True:
@@ -218,7 +231,7 @@ class Agent:
             )
             await self.bgp.update(self.config, self.bgp_plans, self.nodes.get(self.node))
             await self.bgp.publish()
-        await self._write_conditions()
+        self._conditions_due.set()
 
     def _plan_for_dataplane(self) -> Plan:
         addresses = {

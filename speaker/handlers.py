@@ -1,5 +1,9 @@
 """kopf handlers of the speaker: translate a watch event and hand it to the agent, nothing more.
-Level-based (on.event only): no progress annotations, no finalizers, nothing written by kopf."""
+Level-based (on.event only): no progress annotations, no finalizers, nothing written by kopf.
+
+The handlers are coroutines on purpose: kopf runs plain functions in a thread pool, where they
+would change the agent's indexes while the planner iterates them and set its asyncio.Event from
+a foreign thread (which does not wake the loop). As coroutines they run on the agent's loop."""
 
 from __future__ import annotations
 
@@ -19,20 +23,20 @@ def register(
         return login()
 
     @kopf.on.event("v1", "services", registry=registry)
-    def _service(event: kopf.RawEvent, **_: Any) -> None:
+    async def _service(event: kopf.RawEvent, **_: Any) -> None:
         agent.on_service(event["type"], event["object"])
 
     @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
-    def _slice(event: kopf.RawEvent, **_: Any) -> None:
+    async def _slice(event: kopf.RawEvent, **_: Any) -> None:
         agent.on_slice(event["type"], event["object"])
 
     @kopf.on.event("v1", "nodes", registry=registry)
-    def _node(event: kopf.RawEvent, **_: Any) -> None:
+    async def _node(event: kopf.RawEvent, **_: Any) -> None:
         agent.on_node(event["type"], event["object"])
 
     def _is_config(name: str | None, namespace: str | None, **_: Any) -> bool:
         return (namespace, name) == agent.config_ref
 
     @kopf.on.event("v1", "configmaps", registry=registry, when=_is_config)
-    def _configmap(event: kopf.RawEvent, **_: Any) -> None:
+    async def _configmap(event: kopf.RawEvent, **_: Any) -> None:
         agent.on_config(event["type"], event["object"])
