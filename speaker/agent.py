@@ -108,20 +108,30 @@ class Agent:
 
     # -- watch events (kopf handlers) ---------------------------------------------------------
 
+    # A Service or EndpointSlice event replans only when it changes what the planners read; one
+    # that changes only conditions or generations (every condition write by any speaker comes
+    # back as a Service event) re-checks the conditions alone: a replan is O(Services).
+
     def on_service(self, event: str | None, body: Mapping[str, Any]) -> None:
         key = key_of(body)
+        old = self.services.get(key)
         if event == "DELETED":
             self.services.pop(key, None)
+            self._dirty.set()
+            return
+        meta = body.get("metadata") or {}
+        observed = Observed(
+            adapt_held_service(body),
+            str(meta.get("uid", "")),
+            int(meta.get("generation") or 0),
+            l2condition.find(body.get("status")),
+            bgpcondition.find(body.get("status")),
+        )
+        self.services[key] = observed
+        if old is None or old.held != observed.held:
+            self._dirty.set()
         else:
-            meta = body.get("metadata") or {}
-            self.services[key] = Observed(
-                adapt_held_service(body),
-                str(meta.get("uid", "")),
-                int(meta.get("generation") or 0),
-                l2condition.find(body.get("status")),
-                bgpcondition.find(body.get("status")),
-            )
-        self._dirty.set()
+            self._conditions_due.set()
 
     def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -129,7 +139,10 @@ class Agent:
         if event == "DELETED":
             self.slices.pop(slot, None)
         else:
-            self.slices[slot] = adapt_endpointslice(body)
+            info = adapt_endpointslice(body)
+            if self.slices.get(slot) == info:
+                return
+            self.slices[slot] = info
         self._dirty.set()
 
     def on_node(self, event: str | None, body: Mapping[str, Any]) -> None:
@@ -137,9 +150,13 @@ class Agent:
         if event == "DELETED":
             self.nodes.pop(info.name, None)
             self.node_sessions.pop(info.name, None)
-        else:
-            self.nodes[info.name] = info
-            self.node_sessions[info.name] = bgpcondition.sessions_of(body)
+            self._dirty.set()
+            return
+        # Every Node event replans, changed or not: the data plane takes a fresh plan after a
+        # stall from the next update, and the kubelets' heartbeats are what brings it (a few
+        # events per node per minute; see docs/speaker.md, known limits).
+        self.nodes[info.name] = info
+        self.node_sessions[info.name] = bgpcondition.sessions_of(body)
         self._dirty.set()
 
     def on_config(self, event: str | None, body: Mapping[str, Any]) -> None:
