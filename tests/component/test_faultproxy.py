@@ -92,7 +92,9 @@ def module_scene(
 ) -> Iterator[Scene]:
     tmp = tmp_path_factory.mktemp("faultproxy")
     with bed(control_plane, tmp) as b:
-        ns = b.namespace("probe")
+        # ConfigMaps are granted by a Role in the bed's config namespace (deploy/rbac.yaml's
+        # least privilege): the prober reads them there.
+        ns = b.config_ns
         kubeconfig = yaml.safe_load(b.kubeconfig(ME).read_text())
         token = kubeconfig["users"][0]["user"]["token"]
         yield Scene(b, ns, Raw(b.proxy.port, token, control_plane.pki.ca))
