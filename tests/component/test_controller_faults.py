@@ -35,7 +35,7 @@ SIZE = 8
 SERVICE_WRITE = re.compile(r"^/api/v1/namespaces/[^/]+/services/")
 STATUS_WRITE = re.compile(r"^/api/v1/namespaces/[^/]+/services/[^/]+/status$")
 SERVICE_WATCH = "/api/v1/services"
-CONVERGE = 15.0  # seconds: the retry backoff reaches 5 s after 5 failures in a row
+CONVERGE = 25.0  # seconds: the retry backoff reaches 10 s after 5 failures in a row (retries.py)
 OUTAGE = 30.0  # issue 4's figure: longer than the Lease (3 s) and kopf's watch backoff
 
 
