@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib.report import pct, row
+
 from lbctl.core.bgproutes import IPNetwork, RouteAttrs, Session
 from lbctl.core.model import BGPPeer, PeerName
 from lbctl.lab import bird, nsutil, plan
@@ -205,17 +207,6 @@ def own_cpu() -> float:
 
 
 # -- report ---------------------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: int) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
-def row(what: str, value: str, target: str = "", ok: bool | None = None) -> bool:
-    verdict = "" if ok is None else ("PASS" if ok else "MISS")
-    print(f"| {what} | {value} | {target} {verdict} |".replace("  |", " |"), flush=True)
-    return ok is not False
 
 
 def spread(values: list[float], unit: float, suffix: str) -> str:

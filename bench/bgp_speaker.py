@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
+from lib.report import pct
 
 from lbctl.lab import agents, bird, nsutil, plan
 from lbctl.lab.bed import Bed
@@ -338,11 +339,6 @@ def plan_cost(services: int, nodes: int = 3) -> tuple[float, float]:
         routes.append(time.perf_counter() - middle)
         assert len(table.desired[peer.name]) == services
     return sorted(plans)[1], sorted(routes)[1]
-
-
-def pct(values: list[float], p: int) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def main(argv: list[str] | None = None) -> int:

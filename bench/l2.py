@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
+from lib.report import pct, row
 
 from lbctl.core import election
 from lbctl.core.model import IPAddress, NodeName
@@ -551,17 +552,6 @@ def child_state(path: Path) -> dict[str, Any]:
 
 
 # -- report ----------------------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: int) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
-def row(what: str, value: str, target: str = "", ok: bool | None = None) -> bool:
-    verdict = "" if ok is None else ("PASS" if ok else "MISS")
-    print(f"| {what} | {value} | {target} {verdict} |".replace("  |", " |"), flush=True)
-    return ok is not False
 
 
 def times(what: str, values: list[float], target: float, judge: bool) -> bool:

@@ -154,14 +154,14 @@ def _reach(
 
 def _plan_service(
     service: HeldService,
-    config: Config,
+    pools: tuple[PoolName | None, ...],
     reaches: Sequence[_Reach],
     slices: Sequence[EndpointSliceInfo],
 ) -> ServiceRoutes:
-    """`reaches` holds one _Reach per IP of the Service (its pool and family), in ips order:
-    eligibility goes by the first; a node's peers are those of all its IPs' families."""
-    key_ip, reach = service.ips[0], reaches[0]
-    pool = pool_of(config, service, key_ip)
+    """`pools` and `reaches` hold the pool and the _Reach (its pool and family) of each IP of
+    the Service, in ips order: eligibility goes by the first; a node's peers are those of all
+    its IPs' families."""
+    key_ip, reach, pool = service.ips[0], reaches[0], pools[0]
     names = tuple(a.name for a in reach.advertisements)
     failure: BGPFailure | None = None
     ranking: tuple[NodeName, ...] = ()
@@ -190,7 +190,6 @@ def _plan_service(
                 }
             )
         failure = None if ranking else BGPFailure.NO_ELIGIBLE_NODE
-    pools = tuple(pool if ip == key_ip else pool_of(config, service, ip) for ip in service.ips)
     return ServiceRoutes(
         service.key, service.ips, pool, names, ranking, failure, peers, skipped, pools
     )
@@ -215,14 +214,15 @@ def plan_bgp(
     plans = []
     for key in sorted(wanted):
         service = wanted[key]
+        pools = tuple(pool_of(config, service, ip) for ip in service.ips)
         mine = []
-        for ip in service.ips:
-            slot = (pool_of(config, service, ip), ip.version)
+        for ip, pool in zip(service.ips, pools, strict=True):
+            slot = (pool, ip.version)
             if slot not in reaches:
-                covering = advertisements_for(config, slot[0])
-                reaches[slot] = _reach(covering, known, node_peers, slot[1])
+                covering = advertisements_for(config, pool)
+                reaches[slot] = _reach(covering, known, node_peers, ip.version)
             mine.append(reaches[slot])
-        plans.append(_plan_service(service, config, mine, slices.get(key, ())))
+        plans.append(_plan_service(service, pools, mine, slices.get(key, ())))
     return tuple(plans)
 
 
