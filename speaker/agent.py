@@ -44,6 +44,7 @@ from lbctl.core.reasons import BGPFailure, L2Failure
 from speaker.bgp import Announcer as BGPAnnouncer
 from speaker.bgp import BGPSide
 from speaker.dataplane import DataPlane, Held, Plan
+from speaker.indexes import SlicesByService
 from speaker.kube import Kube, KubeError
 from speaker.metrics import Metrics
 
@@ -51,6 +52,7 @@ log = logging.getLogger("lbctl.speaker")
 FRESH_EVERY = 2.0  # s between freshness probes (GET /version)
 FRESH_FOR = 30.0  # s the API view stays fresh after a probe answered (an idle watch proves nothing)
 SETTLE = 0.005  # s to gather a burst of watch events into one plan
+CONDITION_WRITERS = 4  # condition patches in flight at once (a plan may change thousands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,13 @@ class Agent:
         self.lb_class = lb_class
         self.services: dict[ServiceKey, Observed] = {}
         self.slices: dict[tuple[str, str], EndpointSliceInfo] = {}
+        self.slices_of = SlicesByService()
+        # Incremental plans: Services whose plans are stale, and the version of what every plan
+        # reads (config, Nodes); a plan with the same version replans only the stale Services.
+        self._stale: set[ServiceKey] = set()
+        self._world = 0
+        self._planned_world = -1
+        self._bgp_by: dict[ServiceKey, ServiceRoutes] = {}
         self.nodes: dict[NodeName, NodeInfo] = {}
         self.config: Config | None = None
         self.groups: tuple[AnnouncementGroup, ...] = ()
@@ -117,6 +126,7 @@ class Agent:
         old = self.services.get(key)
         if event == "DELETED":
             self.services.pop(key, None)
+            self._stale.add(key)
             self._dirty.set()
             return
         meta = body.get("metadata") or {}
@@ -129,6 +139,7 @@ class Agent:
         )
         self.services[key] = observed
         if old is None or old.held != observed.held:
+            self._stale.add(key)
             self._dirty.set()
         else:
             self._conditions_due.set()
@@ -136,13 +147,16 @@ class Agent:
     def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         slot = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        if event == "DELETED":
-            self.slices.pop(slot, None)
-        else:
-            info = adapt_endpointslice(body)
-            if self.slices.get(slot) == info:
-                return
+        old = self.slices.pop(slot, None)
+        info = None if event == "DELETED" else adapt_endpointslice(body)
+        if old is not None:
+            self.slices_of.remove(slot, old.service)
+        if info is not None:
             self.slices[slot] = info
+            self.slices_of.add(slot, info)
+        if old == info:
+            return
+        self._stale.update(i.service for i in (old, info) if i is not None and i.service)
         self._dirty.set()
 
     def on_node(self, event: str | None, body: Mapping[str, Any]) -> None:
@@ -150,13 +164,20 @@ class Agent:
         if event == "DELETED":
             self.nodes.pop(info.name, None)
             self.node_sessions.pop(info.name, None)
+            self._world += 1
             self._dirty.set()
             return
-        # Every Node event replans, changed or not: the data plane takes a fresh plan after a
-        # stall from the next update, and the kubelets' heartbeats are what brings it (a few
-        # events per node per minute; see docs/speaker.md, known limits).
+        # A Node event that changes nothing the planners read (the kubelets' status heartbeats,
+        # every 10 s per node) does not replan: a replan is O(Services).
+        sessions = bgpcondition.sessions_of(body)
+        if self.nodes.get(info.name) == info:
+            if self.node_sessions.get(info.name) != sessions:
+                self.node_sessions[info.name] = sessions
+                self._conditions_due.set()
+            return
         self.nodes[info.name] = info
-        self.node_sessions[info.name] = bgpcondition.sessions_of(body)
+        self.node_sessions[info.name] = sessions
+        self._world += 1
         self._dirty.set()
 
     def on_config(self, event: str | None, body: Mapping[str, Any]) -> None:
@@ -171,6 +192,7 @@ class Agent:
             self.metrics.config_stale.set(1)
             log.error("config_invalid configmap=%s/%s error=%s", *self.config_ref, err)
             return
+        self._world += 1
         self._dirty.set()
 
     def on_held(self, held: dict[IPAddress, Held]) -> None:
@@ -205,6 +227,7 @@ class Agent:
             try:
                 await self.replan()
             except Exception:  # the loop boundary: log and keep planning
+                self._planned_world = -1  # the next plan starts from scratch
                 log.exception("plan_failed node=%s", self.node)
 
     async def _conditions(self) -> None:
@@ -231,22 +254,35 @@ class Agent:
             await asyncio.sleep(FRESH_EVERY)
 
     async def replan(self) -> None:
+        """Plan L2 and BGP. Incremental: while the config and the Nodes are the ones of the
+        last plan, only the Services that changed since (their own fields or their slices) are
+        planned again, and the rest of the last plan is kept; plans are pure functions of those
+        inputs, so the result is the one a whole plan would give."""
         if self.config is None:
             return
+        config, nodes = self.config, self.nodes.values()
+        whole = self._planned_world != self._world
+        stale, self._stale = self._stale, set()
+        self._planned_world = self._world
         services = [o.held for o in self.services.values()]
-        by_service: dict[ServiceKey, list[EndpointSliceInfo]] = {}
-        for info in self.slices.values():
-            if info.service is not None:
-                by_service.setdefault(info.service, []).append(info)
+        kept = () if whole else self.groups
+        reuse = {g.services: g for g in kept if stale.isdisjoint(g.services)}
         self.groups = plan_l2(
-            self.config, services, by_service, self.nodes.values(), lb_class=self.lb_class
+            config, services, self.slices_of, nodes, lb_class=self.lb_class, reuse=reuse
         )
         self.dataplane.update(self._plan_for_dataplane())
         if self.bgp is not None:
-            self.bgp_plans = plan_bgp(
-                self.config, services, by_service, self.nodes.values(), lb_class=self.lb_class
-            )
-            await self.bgp.update(self.config, self.bgp_plans, self.nodes.get(self.node))
+            if whole:
+                self._bgp_by = {}
+                changed = services
+            else:
+                changed = [self.services[k].held for k in stale if k in self.services]
+                for key in stale:
+                    self._bgp_by.pop(key, None)
+            for plan in plan_bgp(config, changed, self.slices_of, nodes, lb_class=self.lb_class):
+                self._bgp_by[plan.service] = plan
+            self.bgp_plans = tuple(self._bgp_by[k] for k in sorted(self._bgp_by))
+            await self.bgp.update(config, self.bgp_plans, self.nodes.get(self.node))
             await self.bgp.publish()
         self._conditions_due.set()
 
@@ -287,66 +323,75 @@ class Agent:
         return any(not a.pools or pool in a.pools for a in advertisements)
 
     async def _write_conditions(self) -> None:
+        """Every condition this node writes that does not say what it should, patched with
+        CONDITION_WRITERS patches in flight (a config edit may change thousands)."""
+        due: list[tuple[ServiceKey, Observed, Kind, L2Verdict | None]] = []
         for group in self.groups:
-            writes = self._writes(group)
-            if writes is None:
-                continue
             silent = group.failure is L2Failure.NO_L2_ADVERTISEMENT and self._covered(
                 group.pool, bgp=True
             )
-            for key in group.services:
-                observed = self.services.get(key)
-                if observed is None:
-                    continue
+            members = [(k, o) for k in group.services if (o := self.services.get(k)) is not None]
+            if silent and all(o.condition is None for _, o in members):
+                continue  # nothing to say and nothing to remove: who writes does not matter
+            writes = self._writes(group)
+            if writes is None:
+                continue
+            for key, observed in members:
                 said = None if silent else l2condition.verdict(group, key, writes.node,
                                                                writes.interfaces)  # fmt: skip
-                observed.condition = await self._write(
-                    key, observed, observed.condition, said, l2condition.KIND
+                due.append((key, observed, l2condition.KIND, said))
+        if self.bgp is not None:
+            for plan in self.bgp_plans:
+                seen = self.services.get(plan.service)
+                if seen is None or not self.bgp.writes(plan, self.nodes):
+                    continue
+                pool = plan.pool or pool_of(self.config or Config(), seen.held, plan.ips[0])
+                silent = plan.failure is BGPFailure.NO_BGP_ADVERTISEMENT and self._covered(
+                    pool, bgp=False
                 )
-        if self.bgp is None:
+                said = None if silent else self.bgp.verdict(plan, self.node_sessions)
+                due.append((plan.service, seen, bgpcondition.KIND, said))
+        patches = [(k, o, kind, body) for k, o, kind, said in due
+                  if (body := self._body(o, said, kind)) is not None]  # fmt: skip
+        if not patches:
             return
-        for plan in self.bgp_plans:
-            observed = self.services.get(plan.service)
-            if observed is None or not self.bgp.writes(plan, self.nodes):
-                continue
-            pool = plan.pool or pool_of(self.config or Config(), observed.held, plan.ips[0])
-            silent = plan.failure is BGPFailure.NO_BGP_ADVERTISEMENT and self._covered(
-                pool, bgp=False
-            )
-            said = None if silent else self.bgp.verdict(plan, self.node_sessions)
-            observed.bgp_condition = await self._write(
-                plan.service, observed, observed.bgp_condition, said, bgpcondition.KIND
-            )
+        queue = iter(patches)
 
-    async def _write(
-        self,
-        key: ServiceKey,
-        observed: Observed,
-        previous: Mapping[str, object] | None,
-        said: L2Verdict | None,
-        kind: Kind,  # l2condition.KIND or bgpcondition.KIND
-    ) -> Mapping[str, object] | None:
-        """Write `said` as the Service's condition of `kind` unless it already says it; None
-        removes the condition (if there is one). Returns the condition now in place."""
+        async def writer() -> None:
+            for key, observed, kind, body in queue:
+                if await self._patch(key, body):
+                    condition = None if body.get("$patch") == "delete" else body  # removal()
+                    if kind is l2condition.KIND:
+                        observed.condition = condition
+                    else:
+                        observed.bgp_condition = condition
+
+        await asyncio.gather(*(writer() for _ in range(min(CONDITION_WRITERS, len(patches)))))
+
+    def _body(
+        self, observed: Observed, said: L2Verdict | None, kind: Kind
+    ) -> dict[str, object] | None:
+        """The patch that makes the Service's condition of `kind` say `said` (None: remove
+        it), or None when it already does."""
+        previous = observed.condition if kind is l2condition.KIND else observed.bgp_condition
         if said is None:
-            if previous is None:
-                return None
-            body: dict[str, object] = kind.removal()
-        elif kind.up_to_date(previous, said, observed.generation):
-            return previous
-        else:
-            body = kind.condition(
-                said, generation=observed.generation, now=datetime.now(UTC), previous=previous
-            )
+            return None if previous is None else kind.removal()
+        if kind.up_to_date(previous, said, observed.generation):
+            return None
+        return kind.condition(
+            said, generation=observed.generation, now=datetime.now(UTC), previous=previous
+        )
+
+    async def _patch(self, key: ServiceKey, body: dict[str, object]) -> bool:
         namespace, _, name = key.partition("/")
         try:
             await asyncio.to_thread(self.kube.patch_condition, namespace, name, body)
         except KubeError as err:
             self.metrics.condition_writes.labels(result=str(err.status)).inc()
             log.warning("condition_write_failed service=%s error=%s", key, err)
-            return previous
+            return False
         self.metrics.condition_writes.labels(result="ok").inc()
-        return None if said is None else body
+        return True
 
     async def post_event(self, ip: IPAddress, type_: str, reason: str, message: str) -> None:
         """An Event on every Service holding `ip`."""

@@ -20,10 +20,17 @@ from typing import Protocol
 from lbctl.core import bgpcondition, election
 from lbctl.core.adapt import NodeInfo
 from lbctl.core.bgpcondition import Sessions, SessionState
-from lbctl.core.bgpplan import NodeRoutes, ServiceRoutes, routes_for, sessions_for
+from lbctl.core.bgpplan import (
+    Contribution,
+    NodeRoutes,
+    NodeView,
+    ServiceRoutes,
+    merge_routes,
+    sessions_for,
+)
 from lbctl.core.bgproutes import Desired, Session, Statuses
 from lbctl.core.l2condition import L2Verdict
-from lbctl.core.model import BGPPeer, Config, NodeName, PeerName, Secret, SecretRef
+from lbctl.core.model import BGPPeer, Config, NodeName, PeerName, Secret, SecretRef, ServiceKey
 from speaker.kube import Kube, KubeError
 from speaker.metrics import Metrics
 
@@ -64,6 +71,8 @@ class BGPSide:
         self._secrets: dict[SecretRef, tuple[float, Secret | None]] = {}
         self._said: set[str] = set()  # secret problems already logged
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._view: NodeView | None = None  # the config and node the contributions are for
+        self._contributions: dict[ServiceKey, tuple[ServiceRoutes, Contribution]] = {}
 
     # -- plan -> announcer ---------------------------------------------------------------------
 
@@ -78,12 +87,34 @@ class BGPSide:
             session = await self._session(peer, me)
             if session is not None:
                 sessions[name] = session
-        self.routes = routes_for(config, plans, me)
+        self.routes = self._routes(config, plans, me)
         desired = {name: routes for name, routes in self.routes.desired.items() if name in sessions}
         self.announcer.configure(sessions)
         self.announcer.sync(desired)
         for name in self.peers:
             self.metrics.bgp_desired.labels(peer=name).set(len(desired.get(name, {})))
+
+    def _routes(
+        self, config: Config, plans: Iterable[ServiceRoutes], me: NodeInfo | None
+    ) -> NodeRoutes:
+        """routes_for, keeping each plan's contribution while the plan object, the config and
+        this node are the same: a plan that changes one Service recomputes one Service."""
+        if me is None:
+            self._view, self._contributions = None, {}
+            return NodeRoutes({}, {})
+        view = self._view
+        if view is None or view.config is not config or view.node != me:
+            view = self._view = NodeView(config, me)
+            self._contributions = {}
+        kept, fresh = self._contributions, {}
+        for plan in plans:
+            known = kept.get(plan.service)
+            if known is not None and known[0] is plan:
+                fresh[plan.service] = known
+            else:
+                fresh[plan.service] = (plan, view.contribution(plan))
+        self._contributions = fresh
+        return merge_routes((key, c) for key, (_, c) in fresh.items())
 
     async def _session(self, peer: BGPPeer, me: NodeInfo | None) -> Session | None:
         if me is None:

@@ -39,6 +39,7 @@ START_TIMEOUT = 10.0
 # node owning 300 groups would otherwise cost 300 probes and tasks per suspicion, on a loop that
 # is likely already behind (a saturated machine is when suspicions come).
 ARP_CHECKS_PER_OWNER = 3
+LOG_GROUPS = 10  # groups named per ownership log line burst; the rest are counted
 
 
 def _on_phase(after: float) -> float:
@@ -133,6 +134,8 @@ class DataPlane:
         self._taken_from_me: set[IPAddress] = set()  # while leaving: groups others announce
         self._applied: tuple[dict[IPAddress, int], bool] | None = None
         self.reports = Reports()
+        self._dead: frozenset[NodeName] = frozenset()  # peers last logged dead
+        self._isolated = False  # last logged
 
     # -- thread-safe API (control loop) --------------------------------------------------------
 
@@ -230,6 +233,7 @@ class DataPlane:
             self.liveness.on_lag(lag, now)
             self._act(self.liveness.tick(expected if lag < PROBE_INTERVAL else now))
             self._apply()
+            self._log_peers(now)
             expected = _on_phase(max(now, expected) + PROBE_INTERVAL / 2)
 
     def _update(self, plan: Plan) -> None:
@@ -237,12 +241,23 @@ class DataPlane:
         self._group_of = {ip: g for g in plan.groups for ip in g.ips}
         now = time.monotonic()
         self.liveness.set_groups(plan.groups, now)
-        cannot = frozenset(
-            g.key for g in plan.groups if self._interface(g) is None and self.me in g.ranking
-        )
-        self.liveness.set_cannot_carry(cannot, now)
+        self._check_carry(now)
         self.reports.forget(plan.addresses)
         self._apply(force=True)
+
+    def interfaces_changed(self) -> None:
+        """The announcer's interface view changed (data-plane loop): a group this node could
+        not carry may be carried now, and the other way round. Without this, a link that
+        comes back would wait for the next plan, which may never come in a quiet cluster."""
+        self._check_carry(time.monotonic())
+        self._apply(force=True)
+
+    def _check_carry(self, now: float) -> None:
+        cannot = frozenset(
+            g.key for g in self.plan.groups if self.me in g.ranking and self._interface(g) is None
+        )
+        if cannot != self.liveness.cannot:
+            self.liveness.set_cannot_carry(cannot, now)
 
     def _set_fresh(self, fresh: bool) -> None:
         self.fresh = fresh
@@ -266,11 +281,37 @@ class DataPlane:
                 held[key] = Held(key, group.ips, iface, verdict)
         if held.keys() != self._held.keys():
             self.ownership_changes += len(held.keys() ^ self._held.keys())
+            self._log_ownership(held)
         changed = held != self._held
         self._held = held
         self.announcer.sync({ip: h.interface for h in held.values() for ip in h.ips})
         if changed:
             self.on_change(dict(held))
+
+    def _log_ownership(self, held: Mapping[IPAddress, Held]) -> None:
+        """One line per group taken or dropped (the first LOG_GROUPS of each, then a count)."""
+        gained = sorted(held.keys() - self._held.keys(), key=str)
+        lost = sorted(self._held.keys() - held.keys(), key=str)
+        for what, keys in (("taken", gained), ("dropped", lost)):
+            for key in keys[:LOG_GROUPS]:
+                verdict = self.liveness.verdicts.get(key)
+                log.info("group_%s key=%s verdict=%s", what, key, verdict and verdict.value)
+            if len(keys) > LOG_GROUPS:
+                log.info("group_%s more=%d", what, len(keys) - LOG_GROUPS)
+
+    def _log_peers(self, now: float) -> None:
+        """Peers declared dead or alive again, and isolation starting or ending (per tick: a
+        few peers, no group is visited)."""
+        dead = frozenset(n for n, p in self.liveness.peers.items() if p.dead)
+        for node in sorted(dead - self._dead):
+            log.info("peer_dead node=%s", node)
+        for node in sorted(self._dead - dead):
+            log.info("peer_alive node=%s", node)
+        self._dead = dead
+        isolated = self.liveness.isolated(now)
+        if isolated != self._isolated:
+            log.warning("isolated" if isolated else "isolation_ended")
+            self._isolated = isolated
 
     # -- messages ----------------------------------------------------------------------------
 

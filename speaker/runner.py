@@ -106,6 +106,8 @@ class Speaker:
             on_request=lambda ip, _: m.requests.labels(family=family(ip)).inc(),
             on_answer=lambda ip, _: m.answers.labels(family=family(ip)).inc(),
             on_foreign_claim=lambda ip, mac, iface: self.dataplane.conflict(ip, str(mac), iface),
+            # a lambda: the data plane is made after the announcer and its hooks
+            on_interfaces=lambda: self.dataplane.interfaces_changed(),  # noqa: PLW0108
         )
 
     def _bgp_hooks(self) -> BGPHooks:

@@ -240,36 +240,66 @@ class NodeRoutes:
     by_service: Mapping[ServiceKey, Mapping[PeerName, frozenset[IPNetwork]]]
 
 
+# One Service's share of a node's routes: per peer, its prefixes with their attributes.
+Contribution = Mapping[PeerName, Mapping[IPNetwork, RouteAttrs]]
+
+
+class NodeView:
+    """One node's side of routes_for under one config: `contribution(plan)` is one Service's
+    share, `merge` adds the shares up. A caller that keeps each plan's contribution while the
+    plan, the config and the node stay the same recomputes only what changed (the speaker)."""
+
+    def __init__(self, config: Config, node: NodeInfo) -> None:
+        self.config = config
+        self.node = node
+        self._peers = peers_for(config, node)
+        self._labels = node.label_map
+        self._selecting: dict[PoolName | None, list[BGPAdvertisement]] = {}
+
+    def contribution(self, plan: ServiceRoutes) -> Contribution:
+        if self.node.name not in plan.peers:
+            return {}
+        mine: dict[PeerName, dict[IPNetwork, RouteAttrs]] = {}
+        for ip, pool in zip(plan.ips, plan.pools, strict=True):
+            if pool not in self._selecting:
+                covering = advertisements_for(self.config, pool)
+                self._selecting[pool] = [
+                    a for a in covering if any_selector_matches(a.node_selectors, self._labels)
+                ]
+            for adv in self._selecting[pool]:
+                net = prefix(ip, adv)
+                for peer in _advertised_peers(adv, self._peers, ip.version):
+                    attrs = RouteAttrs(
+                        adv.local_pref if peer.is_ibgp else None, tuple(sorted(adv.communities))
+                    )
+                    table = mine.setdefault(peer.name, {})
+                    table[net] = _merge(table[net], attrs) if net in table else attrs
+        return mine
+
+
+def merge_routes(contributions: Iterable[tuple[ServiceKey, Contribution]]) -> NodeRoutes:
+    """The node's routes from every Service's contribution (attributes of a prefix several
+    Services or advertisements give one peer merge: _merge)."""
+    routes: dict[PeerName, dict[IPNetwork, RouteAttrs]] = {}
+    by_service: dict[ServiceKey, Mapping[PeerName, frozenset[IPNetwork]]] = {}
+    for key, contribution in contributions:
+        if not contribution:
+            continue
+        for peer, nets in contribution.items():
+            table = routes.setdefault(peer, {})
+            for net, attrs in nets.items():
+                known = table.get(net)
+                table[net] = attrs if known is None or known == attrs else _merge(known, attrs)
+        by_service[key] = {peer: frozenset(nets) for peer, nets in contribution.items()}
+    return NodeRoutes(routes, by_service)
+
+
 def routes_for(config: Config, plans: Iterable[ServiceRoutes], node: NodeInfo | None) -> NodeRoutes:
     """The routes `node` sends (see the module docstring)."""
     if node is None:
         return NodeRoutes({}, {})
-    node_peers = peers_for(config, node)
-    labels = node.label_map
-    selecting: dict[PoolName | None, list[BGPAdvertisement]] = {}
-    routes: dict[PeerName, dict[IPNetwork, RouteAttrs]] = {}
-    by_service: dict[ServiceKey, Mapping[PeerName, frozenset[IPNetwork]]] = {}
-    for plan in plans:
-        if node.name not in plan.peers:
-            continue
-        mine: dict[PeerName, set[IPNetwork]] = {}
-        for ip, pool in zip(plan.ips, plan.pools, strict=True):
-            if pool not in selecting:
-                covering = advertisements_for(config, pool)
-                selecting[pool] = [
-                    a for a in covering if any_selector_matches(a.node_selectors, labels)
-                ]
-            for adv in selecting[pool]:
-                net = prefix(ip, adv)
-                for peer in _advertised_peers(adv, node_peers, ip.version):
-                    attrs = RouteAttrs(
-                        adv.local_pref if peer.is_ibgp else None, tuple(sorted(adv.communities))
-                    )
-                    table = routes.setdefault(peer.name, {})
-                    table[net] = _merge(table[net], attrs) if net in table else attrs
-                    mine.setdefault(peer.name, set()).add(net)
-        by_service[plan.service] = {peer: frozenset(nets) for peer, nets in mine.items()}
-    return NodeRoutes(routes, by_service)
+    view = NodeView(config, node)
+    return merge_routes((plan.service, view.contribution(plan)) for plan in plans)
 
 
 def _merge(a: RouteAttrs, b: RouteAttrs) -> RouteAttrs:

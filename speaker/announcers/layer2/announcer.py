@@ -169,6 +169,7 @@ class Layer2Announcer:
     def _on_interfaces(self, _: tuple[Interface, ...]) -> None:
         if self._loop is not None:
             self._apply()
+            self.hooks.on_interfaces()
 
     def _resolve(self) -> dict[IPAddress, Link]:
         """Desired VIPs on interfaces that can carry them; the rest go to _unheld."""

@@ -46,6 +46,9 @@ class Layer2Hooks:
     # Another MAC claimed a VIP held here, on its interface (GARP, ARP, NA): the speaker tells a
     # peer speaker (known from acks) from a DuplicateResponder.
     on_foreign_claim: Callable[[IPAddress, MacAddress, str], None] = _ignore
+    # The interface view changed (a link up or down, an address added or removed), after the
+    # announcer re-resolved what it holds: the speaker re-checks which groups it can carry.
+    on_interfaces: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+"""The speaker's incremental plans (speaker/agent.py replan): after any sequence of watch events,
+the kept-and-replanned L2 groups, BGP plans and routes equal what whole plans of the same view
+give; and a plan that changes nothing writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from lbctl.core.bgpplan import plan_bgp, routes_for
+from lbctl.core.bgproutes import Desired, Statuses
+from lbctl.core.l2plan import plan_l2
+from lbctl.core.model import IPAddress, NodeName, PeerName
+from speaker.agent import Agent
+from speaker.dataplane import Plan
+from speaker.metrics import Metrics
+
+NET = ipaddress.ip_network("203.0.113.192/28")
+NODES = ("node-1", "node-2", "node-3")
+CONFIG = """apiVersion: lbctl.io/v1alpha1
+kind: Config
+pools:
+- name: p
+  addresses: ["203.0.113.192/28"]
+l2Advertisements:
+- name: l2
+bgpAdvertisements:
+- name: bgp
+  aggregationLength: {agg}
+bgpPeers:
+- name: router
+  address: "192.0.2.1"
+  myASN: 64512
+  peerASN: 64513
+"""
+
+
+class Kube:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, str, dict[str, object]]] = []
+
+    def patch_condition(self, namespace: str, name: str, body: dict[str, object]) -> None:
+        self.patches.append((namespace, name, body))
+
+    def annotate_node(self, key: str, value: str) -> None: ...
+
+    def api_reachable(self) -> bool:
+        return True
+
+
+class DataPlane:
+    def __init__(self) -> None:
+        self.plan = Plan((), {}, {})
+
+    def update(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def cannot_carry(self) -> frozenset[IPAddress]:
+        return frozenset()
+
+    def someone_else_holds(self, key: IPAddress) -> bool:
+        return False
+
+
+class Announcer:
+    def __init__(self) -> None:
+        self.desired: Desired = {}
+
+    def start(self) -> None: ...
+    def configure(self, sessions: Mapping[PeerName, object]) -> None: ...
+    def sync(self, desired: Desired) -> None:
+        self.desired = desired
+
+    def statuses(self) -> Statuses:
+        return {}
+
+    def close(self) -> None: ...
+
+
+def service(i: int, ip: int, *, local: bool = False) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "default", "name": f"s{i}", "uid": f"u{i}", "generation": 1},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local" if local else "Cluster"},
+        "status": {"loadBalancer": {"ingress": [{"ip": str(NET[ip])}]}},
+    }
+
+
+def endpoint_slice(i: int, node: str, *, ready: bool = True) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "default", "name": f"s{i}-x",
+                     "labels": {"kubernetes.io/service-name": f"s{i}"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["198.51.100.2"], "conditions": {"ready": ready},
+                       "nodeName": node}],
+    }  # fmt: skip
+
+
+def node(name: str, *, ready: bool = True) -> dict[str, Any]:
+    number = NODES.index(name) + 11
+    return {
+        "metadata": {"name": name},
+        "status": {"addresses": [{"type": "InternalIP", "address": f"192.0.2.{number}"}],
+                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }  # fmt: skip
+
+
+def agent() -> tuple[Agent, Kube, Announcer]:
+    kube, announcer = Kube(), Announcer()
+    me = Agent(NodeName("node-1"), kube, DataPlane(), Metrics(),  # type: ignore[arg-type]
+               config_ref=("lbctl-system", "lbctl-config"), bgp=announcer)  # fmt: skip
+    me.on_config("ADDED", {"data": {"config.yaml": CONFIG.format(agg=32)}})
+    for name in NODES:
+        me.on_node("ADDED", node(name))
+    return me, kube, announcer
+
+
+def whole(me: Agent) -> tuple[object, ...]:
+    """The same view planned from scratch."""
+    assert me.config is not None
+    services = [o.held for o in me.services.values()]
+    slices: dict[Any, list[Any]] = {}
+    for info in me.slices.values():
+        if info.service is not None:
+            slices.setdefault(info.service, []).append(info)
+    groups = plan_l2(me.config, services, slices, me.nodes.values())
+    plans = plan_bgp(me.config, services, slices, me.nodes.values())
+    return groups, plans, routes_for(me.config, plans, me.nodes.get(me.node)).desired
+
+
+def test_incremental_plans_equal_whole_plans_after_random_events() -> None:
+    rng = random.Random(7)
+    me, _, announcer = agent()
+
+    async def run() -> None:
+        for _ in range(300):
+            i = rng.randrange(12)
+            roll = rng.random()
+            if roll < 0.3:  # two Services may share an IP: sharing groups form and split
+                me.on_service("MODIFIED", service(i, rng.randrange(1, 9), local=rng.random() < 0.3))
+            elif roll < 0.4:
+                me.on_service("DELETED", service(i, 1))
+            elif roll < 0.7:
+                me.on_slice("MODIFIED", endpoint_slice(i, rng.choice(NODES),
+                                                       ready=rng.random() < 0.8))  # fmt: skip
+            elif roll < 0.75:
+                me.on_slice("DELETED", endpoint_slice(i, NODES[0]))
+            elif roll < 0.85:
+                me.on_node("MODIFIED", node(rng.choice(NODES), ready=rng.random() < 0.7))
+            elif roll < 0.9:
+                agg = rng.choice((32, 30, 28))
+                me.on_config("MODIFIED", {"data": {"config.yaml": CONFIG.format(agg=agg)}})
+            if rng.random() < 0.5:
+                await me.replan()
+                groups, plans, desired = whole(me)
+                assert me.groups == groups
+                assert me.bgp_plans == plans
+                assert announcer.desired == desired
+
+    asyncio.run(run())
+
+
+def test_a_plan_that_changes_nothing_writes_nothing() -> None:
+    me, kube, _ = agent()
+
+    async def run() -> None:
+        for i in range(5):
+            me.on_service("ADDED", service(i, i + 1))
+            me.on_slice("ADDED", endpoint_slice(i, NODES[i % 3]))
+        await me.replan()
+        await me._write_conditions()
+        written = len(kube.patches)
+        assert written > 0  # this node writes the conditions of the Services it announces
+        me.on_node("MODIFIED", node("node-2"))  # a heartbeat: nothing the planners read
+        await me.replan()
+        await me._write_conditions()
+        assert len(kube.patches) == written
+
+    asyncio.run(run())
