@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet6 import (
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6NDOptDstLLAddr,
+    ICMPv6NDOptSrcLLAddr,
+    IPv6,
+)
 from scapy.layers.l2 import ARP, Ether
 
 from lbctl.lab.l2probe import replying_mac, who_has
@@ -136,6 +146,49 @@ def test_na_checksum_is_what_scapy_computes_from_scratch() -> None:
     sent = pkt[ICMPv6ND_NA].cksum
     del pkt[ICMPv6ND_NA].cksum
     assert Ether(bytes(pkt))[ICMPv6ND_NA].cksum == sent
+
+
+macs = st.binary(min_size=6, max_size=6).map(lambda b: mac_address(b.hex(":")))
+ipv4s = st.integers(1, 2**32 - 2).map(IPv4Address)
+ipv6s = st.integers(1, 2**128 - 1).map(IPv6Address).filter(lambda ip: not ip.is_multicast)
+SCAPY_PACE = settings(deadline=None)  # scapy builds slowly on a loaded machine; no time is tested
+
+
+@SCAPY_PACE
+@given(mac=macs, vip=ipv4s)
+def test_arp_frames_are_the_bytes_scapy_builds(mac: frames.MacAddress, vip: IPv4Address) -> None:
+    ether = Ether(dst="ff:ff:ff:ff:ff:ff", src=mac)
+    garp = ether / ARP(op=1, hwsrc=mac, psrc=str(vip), hwdst="00:00:00:00:00:00", pdst=str(vip))
+    assert frames.gratuitous_arp(mac, vip) == bytes(garp).ljust(60, b"\x00")
+    reply = Ether(dst=ASKER, src=mac) / ARP(
+        op=2, hwsrc=mac, psrc=str(vip), hwdst=ASKER, pdst=str(ASKER4)
+    )
+    asked = ArpRequest(ASKER, ASKER4, vip)
+    assert frames.arp_reply(mac, asked) == bytes(reply).ljust(60, b"\x00")
+
+
+@SCAPY_PACE
+@given(mac=macs, vip=ipv6s, asker=ipv6s)
+def test_ndp_frames_are_the_bytes_scapy_builds(
+    mac: frames.MacAddress, vip: IPv6Address, asker: IPv6Address
+) -> None:
+    """Checksums included, over any addresses (scapy built these frames before)."""
+    na = (
+        Ether(dst=ASKER, src=mac)
+        / IPv6(src=str(vip), dst=str(asker), hlim=255)
+        / ICMPv6ND_NA(tgt=str(vip), R=0, S=1, O=1)
+        / ICMPv6NDOptDstLLAddr(lladdr=mac)
+    )
+    asked = NeighborSolicitation(ASKER, asker, vip, None)
+    assert frames.na_reply(mac, asked) == bytes(na)
+    group, group_mac = frames.solicited_node(vip)
+    ns = (
+        Ether(dst=group_mac, src=mac)
+        / IPv6(src=str(asker), dst=str(group), hlim=255)
+        / ICMPv6ND_NS(tgt=str(vip))
+        / ICMPv6NDOptSrcLLAddr(lladdr=mac)
+    )
+    assert frames.neighbor_solicitation(mac, asker, vip) == bytes(ns)
 
 
 def test_dad_solicitation_goes_to_the_solicited_node_group_without_options() -> None:
@@ -290,14 +343,23 @@ def test_mac_address_rejects_what_is_not_one(text: str) -> None:
 # -- layering ------------------------------------------------------------------------------------
 
 
-def test_frames_imports_only_scapy_l2_and_inet6_and_pure_stdlib() -> None:
+def test_frames_imports_only_pure_stdlib() -> None:
     tree = ast.parse(FRAMES_PY.read_text(), filename=str(FRAMES_PY))
     imported = {
-        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
         for node in ast.walk(tree)
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
     allowed = {"__future__", "re", "struct", "dataclasses", "ipaddress", "typing"}
-    allowed |= {"scapy.layers.l2", "scapy.layers.inet6"}
     assert imported <= allowed, f"frames.py imports {sorted(imported - allowed)}"
+
+
+def test_the_speaker_process_never_loads_scapy() -> None:
+    """Any scapy import costs a speaker about 29 MiB of RSS (docs/performance.md, "Speaker
+    RSS"); scapy is the tests' and the lab's tool only."""
+    code = "import sys, speaker.main; print(sorted(m for m in sys.modules if 'scapy' in m))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,5 +1,10 @@
-"""ARP and NDP frames as data: pure builders (scapy's l2/inet6 layers) and parsers of raw bytes
-into typed requests and claims; used by the layer-2 announcer."""
+"""ARP and NDP frames as data: pure builders and parsers of raw bytes into typed requests and
+claims; used by the layer-2 announcer.
+
+Plain struct packing, not scapy: importing any scapy layer loads scapy's whole configuration and
+its table of 50,000 MAC vendors, about 29 MiB of a speaker's RSS (docs/performance.md, "Speaker
+RSS"), for nine fixed-layout frames. The tests check every frame against scapy's dissection and
+golden bytes."""
 
 from __future__ import annotations
 
@@ -8,15 +13,6 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import NewType
-
-from scapy.layers.inet6 import (
-    ICMPv6ND_NA,
-    ICMPv6ND_NS,
-    ICMPv6NDOptDstLLAddr,
-    ICMPv6NDOptSrcLLAddr,
-    IPv6,
-)
-from scapy.layers.l2 import ARP, Ether
 
 MacAddress = NewType("MacAddress", str)  # lower case, colon separated: "02:00:00:00:01:01"
 IPAddress = IPv4Address | IPv6Address
@@ -96,45 +92,73 @@ def _padded(frame: bytes) -> bytes:
     return frame.ljust(MIN_FRAME, b"\x00")
 
 
+def _mac_bytes(mac: MacAddress) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def _ether(dst: MacAddress, src: MacAddress, ethertype: int) -> bytes:
+    return _mac_bytes(dst) + _mac_bytes(src) + struct.pack("!H", ethertype)
+
+
+def _arp_frame(
+    op: int, dst: MacAddress, mac: MacAddress, sender: IPv4Address, target: IPv4Address
+) -> bytes:
+    """Ethernet + ARP (Ethernet/IPv4, RFC 826): `mac` at `sender` asks for or tells `target`;
+    the target hardware address is the Ethernet destination, zero when broadcast."""
+    target_mac = ZERO_MAC if dst == BROADCAST else dst
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, op)
+    arp += _mac_bytes(mac) + sender.packed + _mac_bytes(target_mac) + target.packed
+    return _padded(_ether(dst, mac, ETH_P_ARP) + arp)
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of `data`, padded to whole 16-bit words."""
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _icmpv6_frame(
+    dst_mac: MacAddress, mac: MacAddress, src: IPv6Address, dst: IPv6Address, icmp: bytes
+) -> bytes:
+    """Ethernet + IPv6 (hop limit 255) + an ICMPv6 message whose checksum field is zero; the
+    checksum covers the RFC 8200 §8.1 pseudo-header."""
+    pseudo = src.packed + dst.packed + struct.pack("!IxxxB", len(icmp), ICMPV6)
+    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    ip6 = struct.pack("!IHBB", 6 << 28, len(icmp), ICMPV6, ND_HOP_LIMIT) + src.packed + dst.packed
+    return _ether(dst_mac, mac, ETH_P_IPV6) + ip6 + icmp
+
+
+def _lladdr_option(kind: int, mac: MacAddress) -> bytes:
+    return struct.pack("!BB", kind, 1) + _mac_bytes(mac)  # length in units of 8 bytes
+
+
 def gratuitous_arp(mac: MacAddress, vip: IPv4Address) -> bytes:
     """RFC 5227 announcement: a broadcast request with sender = target = VIP (Linux updates an
     existing entry from it even within its locktime, and creates one with arp_accept)."""
-    frame = Ether(dst=BROADCAST, src=mac) / ARP(
-        op=1, hwsrc=mac, psrc=str(vip), hwdst=ZERO_MAC, pdst=str(vip)
-    )
-    return _padded(bytes(frame))
+    return _arp_frame(1, BROADCAST, mac, vip, vip)
 
 
 def arp_probe(mac: MacAddress, target: IPv4Address) -> bytes:
     """RFC 5227 probe: a broadcast who-has with sender IP 0.0.0.0, which pollutes no cache."""
-    frame = Ether(dst=BROADCAST, src=mac) / ARP(
-        op=1, hwsrc=mac, psrc=str(UNSPECIFIED4), hwdst=ZERO_MAC, pdst=str(target)
-    )
-    return _padded(bytes(frame))
+    return _arp_frame(1, BROADCAST, mac, UNSPECIFIED4, target)
 
 
 def arp_reply(mac: MacAddress, request: ArpRequest) -> bytes:
     """The is-at for `request.target`, unicast to the asker (to 0.0.0.0 for a probe)."""
-    frame = Ether(dst=request.sender_mac, src=mac) / ARP(
-        op=2,
-        hwsrc=mac,
-        psrc=str(request.target),
-        hwdst=request.sender_mac,
-        pdst=str(request.sender_ip),
-    )
-    return _padded(bytes(frame))
+    return _arp_frame(2, request.sender_mac, mac, request.target, request.sender_ip)
 
 
 def _advertisement(
     mac: MacAddress, vip: IPv6Address, dst: IPv6Address, dst_mac: MacAddress, *, solicited: bool
 ) -> bytes:
-    frame = (
-        Ether(dst=dst_mac, src=mac)
-        / IPv6(src=str(vip), dst=str(dst), hlim=ND_HOP_LIMIT)
-        / ICMPv6ND_NA(tgt=str(vip), R=0, S=int(solicited), O=1)
-        / ICMPv6NDOptDstLLAddr(lladdr=mac)
-    )
-    return bytes(frame)
+    flags = NA_OVERRIDE | (NA_SOLICITED if solicited else 0)
+    icmp = struct.pack("!BBHB3x", ND_NA, 0, 0, flags) + vip.packed
+    icmp += _lladdr_option(OPT_TARGET_LLADDR, mac)
+    return _icmpv6_frame(dst_mac, mac, vip, dst, icmp)
 
 
 def unsolicited_na(mac: MacAddress, vip: IPv6Address) -> bytes:
@@ -152,6 +176,16 @@ def na_reply(mac: MacAddress, request: NeighborSolicitation) -> bytes:
     return _advertisement(mac, request.target, request.source, dst_mac, solicited=True)
 
 
+def _solicitation(mac: MacAddress, source: IPv6Address, target: IPv6Address) -> bytes:
+    """An NS to the target's solicited-node group; with the source link-layer option unless
+    it comes from :: (RFC 4861 §4.3)."""
+    group, group_mac = solicited_node(target)
+    icmp = struct.pack("!BBH4x", ND_NS, 0, 0) + target.packed
+    if source != UNSPECIFIED6:
+        icmp += _lladdr_option(OPT_SOURCE_LLADDR, mac)
+    return _icmpv6_frame(group_mac, mac, source, group, icmp)
+
+
 def solicited_node(target: IPv6Address) -> tuple[IPv6Address, MacAddress]:
     """The solicited-node group of an address and its Ethernet MAC (RFC 4291 §2.7.1, 2464)."""
     low = target.packed[-3:]
@@ -162,25 +196,12 @@ def solicited_node(target: IPv6Address) -> tuple[IPv6Address, MacAddress]:
 def dad_solicitation(mac: MacAddress, target: IPv6Address) -> bytes:
     """An NS from :: to the target's solicited-node group, no options (RFC 4862 §5.4.2): asks
     who holds `target` without claiming any address."""
-    group, group_mac = solicited_node(target)
-    frame = (
-        Ether(dst=group_mac, src=mac)
-        / IPv6(src=str(UNSPECIFIED6), dst=str(group), hlim=ND_HOP_LIMIT)
-        / ICMPv6ND_NS(tgt=str(target))
-    )
-    return bytes(frame)
+    return _solicitation(mac, UNSPECIFIED6, target)
 
 
 def neighbor_solicitation(mac: MacAddress, source: IPv6Address, target: IPv6Address) -> bytes:
     """An NS from `source` with the source link-layer option (what a client sends)."""
-    group, group_mac = solicited_node(target)
-    frame = (
-        Ether(dst=group_mac, src=mac)
-        / IPv6(src=str(source), dst=str(group), hlim=ND_HOP_LIMIT)
-        / ICMPv6ND_NS(tgt=str(target))
-        / ICMPv6NDOptSrcLLAddr(lladdr=mac)
-    )
-    return bytes(frame)
+    return _solicitation(mac, source, target)
 
 
 def announcement(mac: MacAddress, vip: IPAddress) -> bytes:
