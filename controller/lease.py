@@ -168,6 +168,7 @@ class LeaderElector:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_started_leading: Callable[[], object] | None = None,
         on_stopped_leading: Callable[[], object] | None = None,
+        on_other_leader: Callable[[], object] | None = None,
         release_on_cancel: bool = True,
         report: Report = _no_report,
     ) -> None:
@@ -176,6 +177,11 @@ class LeaderElector:
         self._clock, self._wall = clock, wall
         self._on_started = on_started_leading or (lambda: None)
         self._on_stopped = on_stopped_leading or (lambda: None)
+        self._on_other = on_other_leader or (lambda: None)
+        # Whether the leadership that started last continues the one before: it began with a
+        # renewal of the record we wrote last (guarded by its resourceVersion), so nobody else
+        # held the Lease, nor wrote, in between. False for a first acquisition.
+        self.continued = False
         self.release_on_cancel = release_on_cancel
         self._report = report
         self._record: LeaseRecord | None = None
@@ -245,6 +251,8 @@ class LeaderElector:
             return self.timing.retry_period
         await self._report("read", None)
         self._observe(record)
+        if record is not None and record.holder not in ("", self.identity):
+            self._on_other()  # another replica leads: what we kept from ours is stale
         now, leading = self._clock(), self._renewed_at is not None
         decision = decide(record, self._observed_at, now, self.identity, leading=leading)
         if decision.action is Action.LOST:
@@ -277,6 +285,8 @@ class LeaderElector:
             why, n = decision.why.value, new.transitions
             log.info("lease_acquired identity=%s why=%s transitions=%d", self.identity, why, n)
         self._observe(new)
+        if not self.is_leader():  # leadership starts with this write
+            self.continued = decision.action is Action.RENEW
         self._renewed_at = started
         self._sync()
         self._arm(started + self.timing.renew_deadline)

@@ -52,11 +52,15 @@ class Operator:
         self.leader = leader
         self.retries = Retries(self.redecide, self._sweep_if_active)
         self.writers = Writers(kube, self, self.retries, workers)
+        self._workers = workers
         self.ready = False
         self.active = False
         self._restoring = False
-        self._missed: set[ServiceKey] = set()  # Service events seen while restoring
+        # Service events seen while restoring: key -> the resourceVersion its latest showed
+        # ("" for a deletion, which is always read again).
+        self._missed: dict[ServiceKey, str] = {}
         self._missed_other = False  # a Namespace or ConfigMap event seen while restoring
+        self._suspended = False  # lost the Lease with its state kept, for resume()
         self._epoch = 0  # bumped by deactivate(): an activation begun before it must not finish
         self._activation: asyncio.Task[None] | None = None
         self.events_seen = 0  # watch events handed to us, deciding or not
@@ -107,11 +111,15 @@ class Operator:
         self._missed.clear()
         self._missed_other = False
         try:
-            await self._restore()
+            listed = await self._restore()
             # Active from here: later events are decided as they come. Waiting for a quiet
             # moment before that would starve under steady churn (a busy takeover never ends).
-            missed, other = self._missed, self._missed_other
-            self._missed, self._missed_other = set(), False
+            # An event showing the very version the listing showed needs no second look: kopf
+            # lists every Service when it starts, as the restore does, so right after a start
+            # with a backlog nearly every Service is one (10,000 GETs for nothing, before).
+            missed = {key for key, version in self._missed.items() if listed.get(key) != version}
+            other = self._missed_other
+            self._missed, self._missed_other = {}, False
             self.active = epoch == self._epoch  # deactivated meanwhile: stay a standby
         finally:
             self._restoring = False
@@ -126,17 +134,65 @@ class Operator:
                 await self._reread_others()
             except KubeError as err:
                 log.warning("catch_up_failed what=config_or_namespaces error=%s", err)
-        for key in sorted(missed):
-            try:
-                await self.redecide(key)
-            except KubeError as err:
-                log.warning("catch_up_failed service=%s error=%s", key, err)
-                self.retries.schedule(key)
+        todo = iter(sorted(missed))
+
+        async def reread() -> None:  # up to `workers` reads at a time, never one by one
+            for key in todo:
+                if not self.active:
+                    return  # deactivated meanwhile: the next activation lists everything
+                try:
+                    await self.redecide(key)
+                except KubeError as err:
+                    log.warning("catch_up_failed service=%s error=%s", key, err)
+                    self.retries.schedule(key)
+
+        await asyncio.gather(*(reread() for _ in range(self._workers)))
+
+    def suspend(self) -> None:
+        """Stop deciding now (the elector lost the Lease), keeping the state for resume():
+        writes still queued are dropped (fenced anyway), events are remembered as while
+        restoring. A replica not active (restoring, say) has nothing worth keeping."""
+        if not self.active:
+            self.deactivate()
+            return
+        log.info("suspended")
+        self.active, self._suspended = False, True
+        self._missed.clear()
+        self._missed_other = False
+        self.writers.clear()
+        self.retries.clear()
+
+    def resume(self) -> bool:
+        """Decide again with the state suspend() kept, once the elector says nobody else held
+        the Lease meanwhile (so nobody else wrote): every known Service is settled again, and
+        those whose events showed a version other than the one known are read again. Costs
+        no listing: a leader starved past its renew deadline (2 s) does not restore 10,000
+        Services each time. False (nothing done) if there is no such state."""
+        if not self._suspended:
+            return False
+        rec = self.reconciler
+        missed = {key for key, version in self._missed.items() if _version_of(rec, key) != version}
+        other = self._missed_other
+        self._missed, self._missed_other = {}, False
+        self.active, self._suspended = True, False
+        log.info("resumed to_settle=%d to_read=%d", len(rec.known()), len(missed))
+        self.apply(Decisions(settle=rec.known()))
+        self._activation = asyncio.get_running_loop().create_task(
+            self._catch_up(missed, other), name="lbctl-resume"
+        )
+        self._activation.add_done_callback(_log_failure)
+        return True
+
+    def forget(self) -> None:
+        """Another replica leads: drop what suspend() kept (a standby keeps no state)."""
+        if self._suspended:
+            self.deactivate()
 
     def deactivate(self) -> None:
         """Stop deciding now (the elector lost the Lease); a restore in progress is cancelled
         and the allocator dropped: the next activate() rebuilds it from Service status."""
         self._epoch += 1
+        self._suspended = False
         if self._activation is not None and not self._activation.done():
             self._activation.cancel()
         if self.active:
@@ -148,7 +204,9 @@ class Operator:
         self.blockers.clear_all("read")  # a standby reads nothing, and has no config to judge
         self.blockers.clear_all("config")
 
-    async def _restore(self) -> None:
+    async def _restore(self) -> dict[ServiceKey, str]:
+        """A fresh Reconciler restored from a full listing; returns the resourceVersion each
+        listed Service had."""
         self.reconciler = self._make()
         ns, name = self.reconciler.config.namespace, self.reconciler.config.name
         for attempt in range(STARTUP_ATTEMPTS):
@@ -174,6 +232,7 @@ class Operator:
         self.apply(decisions)
         self.activations += 1
         log.info("restore_done services=%d to_settle=%d", len(services), len(decisions.settle))
+        return {item.obs.key: item.obs.resource_version for item in services}
 
     async def _reread_others(self) -> None:
         ns, name = self.reconciler.config.namespace, self.reconciler.config.name
@@ -183,23 +242,24 @@ class Operator:
         for body in await self.writers.call(self.kube.list_namespaces):
             self.apply(self.reconciler.on_namespace(body))
 
-    def _deciding(self, key: ServiceKey | None) -> bool:
-        """Whether to decide on an event now; while restoring, remember it for afterwards."""
+    def _deciding(self, key: ServiceKey | None, version: str = "") -> bool:
+        """Whether to decide on an event now; while restoring, remember it (and the version it
+        showed) for afterwards."""
         self.events_seen += 1
         if self.active:
             return True
-        if self._restoring:
+        if self._restoring or self._suspended:
             if key is None:
                 self._missed_other = True
             else:
-                self._missed.add(key)
+                self._missed[key] = version
         return False
 
     # --- kopf entry points ------------------------------------------------------------------
 
     async def on_service(self, event_type: str | None, body: Body) -> None:
         key = _key(body)
-        if not self._deciding(key):
+        if not self._deciding(key, "" if event_type == "DELETED" else _version(body)):
             return
         if event_type is None:  # kopf is (re-)listing
             self.retries.sweep_after()
@@ -281,6 +341,16 @@ class Operator:
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (err := task.exception()) is not None:
         log.error("activation_failed error=%r", err, exc_info=err)
+
+
+def _version_of(rec: Reconciler, key: ServiceKey) -> str | None:
+    seen = rec.seen(key)
+    return None if seen is None else seen.resource_version
+
+
+def _version(body: Body) -> str:
+    meta = body.get("metadata")
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, Mapping) else ""
 
 
 def _key(body: Body) -> ServiceKey:

@@ -360,6 +360,10 @@ class Reconciler:
     def seen(self, key: ServiceKey) -> Observed | None:
         return self._seen.get(key)
 
+    def known(self) -> list[ServiceKey]:
+        """Every Service seen that is ours (or carries our traces)."""
+        return list(self._seen)
+
     def held(self, key: ServiceKey) -> tuple[IPAddress, ...]:
         found = self.allocator.assignment(key)
         return () if found is None else found.ips

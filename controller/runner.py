@@ -89,6 +89,7 @@ class Controller:
                 timing=options.lease_timing,
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
+                on_other_leader=self._other_leader,
                 report=self._lease_answer,
             )
             self._leader = self.elector.is_leader
@@ -151,12 +152,20 @@ class Controller:
         """The fence every write but the Lease's passes (controller.kube asks it)."""
         return self._leader()
 
-    # The elector calls these on the controller's loop, as leadership flips.
+    # The elector calls these on the controller's loop, as leadership flips. A leader that
+    # misses its renew deadline (a starved CPU: 2 s) but renews the Lease before anyone else
+    # took it resumes with what it had; any other start restores from a listing.
     def _started_leading(self) -> None:
-        self.operator.start_activation()
+        assert self.elector is not None  # only the elector calls this
+        if not (self.elector.continued and self.operator.resume()):
+            self.operator.deactivate()
+            self.operator.start_activation()
 
     def _stopped_leading(self) -> None:
-        self.operator.deactivate()
+        self.operator.suspend()
+
+    def _other_leader(self) -> None:
+        self.operator.forget()
 
     def _new_reconciler(self) -> Reconciler:
         opts = self.options

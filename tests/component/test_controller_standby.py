@@ -10,6 +10,7 @@ from controller_bed import bed, lbctl_config, wait_for
 
 from controller.runner import Options
 from controller.testing import ControllerThread
+from lbctl.core.model import service_key
 from lbctl.lab.controlplane import ControlPlane
 
 POOLS = '- name: public\n  addresses: ["192.0.2.0/29"]\n'
@@ -91,3 +92,46 @@ def test_takeover_during_steady_churn_becomes_active_without_waiting_for_quiet(
                 writer.join(10)
             held = [b.wait_ips(ns, name) for name in names]
             assert len({ip for ips in held for ip in ips}) == len(names)
+
+
+def test_leader_resumed_after_a_missed_renewal_keeps_its_state_and_catches_up(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """Suspended (renew deadline missed) and resumed (the Lease renewed before anyone took
+    it): no second restore, the same IPs, and what changed meanwhile is decided."""
+    with bed(control_plane, tmp_path) as b:
+        ns = b.namespace("apps")
+        b.set_config(lbctl_config(POOLS))
+        leading = threading.Event()
+        leading.set()
+        opts = Options(
+            kubeconfig=str(b.kubeconfig("leader")), metrics_port=0, config_map=b.config_map
+        )
+        with ControllerThread(opts, leader=leading.is_set) as ctl:
+            operator = ctl.controller.operator
+
+            async def suspend() -> None:
+                operator.suspend()
+
+            async def resume() -> bool:
+                return operator.resume()
+
+            b.service(ns, "kept")
+            b.service(ns, "gone")
+            kept = b.wait_ips(ns, "kept")
+            b.wait_ips(ns, "gone")
+            b.wait_pool(ns, "gone")
+            leading.clear()
+            ctl.submit(suspend()).result(timeout=5)
+            seen = operator.events_seen
+            b.core.delete_namespaced_service("gone", ns)
+            b.service(ns, "new")
+            wait_for(lambda: operator.events_seen >= seen + 2, 5, "the events while suspended")
+            assert b.ips(ns, "new") == []
+            leading.set()
+            assert ctl.submit(resume()).result(timeout=5)
+            new = b.wait_ips(ns, "new")
+            assert b.ips(ns, "kept") == kept
+            assert operator.activations == 1  # restored once, at start-up; resumed without
+            assert operator.reconciler.held(service_key(ns, "gone")) == ()
+            assert new and new != kept

@@ -360,6 +360,25 @@ def test_leader_that_recovers_before_anyone_took_over_resumes(
     me.step()  # the record is still ours and unchanged: the RV-guarded renew succeeds
     assert me.leads()
     assert me.said == ["started", "stopped", "started"]
+    assert me.elector.continued  # nobody held it meanwhile: the controller resumes
+
+
+def test_leadership_continues_only_when_nobody_else_held_the_lease(
+    clock: Clock, store: FakeStore
+) -> None:
+    me, other = Candidate(store, clock, ME), Candidate(store, clock, OTHER)
+    me.step()
+    assert me.leads() and not me.elector.continued  # a first acquisition
+    other.step()
+    clock.advance(3.0)  # we stalled a whole lease: the other took over
+    other.step()
+    assert other.leads()
+    other.elector.release_on_cancel = True
+    asyncio.run(other.elector.release())
+    me.step()  # its renew is a 409; the read shows another wrote: lost
+    assert not me.leads()
+    me.step()  # acquires the released Lease: a new leadership, not a continued one
+    assert me.leads() and not me.elector.continued
 
 
 def test_graceful_release_lets_the_standby_take_over_at_once(
