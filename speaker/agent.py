@@ -34,7 +34,7 @@ from lbctl.core.adapt import (
 )
 from lbctl.core.bgpcondition import Sessions
 from lbctl.core.bgpplan import ServiceRoutes, plan_bgp
-from lbctl.core.condition import Kind
+from lbctl.core.condition import Kind, Shown
 from lbctl.core.eligibility import pool_of
 from lbctl.core.l2condition import L2Verdict
 from lbctl.core.l2plan import AnnouncementGroup, plan_l2
@@ -65,13 +65,14 @@ class Announcing:
 
 @dataclass(slots=True)
 class Observed:
-    """What the speaker keeps of a Service: parsed fields and its current AnnouncedL2."""
+    """What the speaker keeps of a Service: parsed fields and its current conditions (Shown,
+    not the body's dicts: ~0.7 KiB less per Service)."""
 
     held: HeldService
     uid: str
     generation: int
-    condition: Mapping[str, object] | None  # AnnouncedL2
-    bgp_condition: Mapping[str, object] | None = None  # AnnouncedBGP
+    condition: Shown | None  # AnnouncedL2
+    bgp_condition: Shown | None = None  # AnnouncedBGP
 
 
 class Agent:
@@ -360,7 +361,8 @@ class Agent:
         async def writer() -> None:
             for key, observed, kind, body in queue:
                 if await self._patch(key, body):
-                    condition = None if body.get("$patch") == "delete" else body  # removal()
+                    # None after a removal()
+                    condition = None if body.get("$patch") == "delete" else Shown.of(body)
                     if kind is l2condition.KIND:
                         observed.condition = condition
                     else:

@@ -163,6 +163,7 @@ class Speaker:
             await kopf.operator(
                 registry=self.registry,
                 settings=kopf_settings(),
+                memories=handlers.ForgetfulMemories(),
                 standalone=True,
                 clusterwide=True,
                 stop_flag=self._stop_flag,

@@ -9,6 +9,7 @@ same decision gives the same bytes; lastTransitionTime moves only when the statu
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,32 @@ def find(status: object, type_: str) -> Mapping[str, object] | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A condition as an object shows it: only what Kind.up_to_date() and Kind.condition() read,
+    kept per Service by the speaker (a slim copy, ~0.3 KiB, instead of the body's dict and its
+    keys, ~1 KiB; status and reason are a handful of shared strings)."""
+
+    status: object
+    reason: object
+    message: object
+    generation: object  # observedGeneration
+    since: object  # lastTransitionTime
+
+    @classmethod
+    def of(cls, cond: Mapping[str, object] | None) -> Shown | None:
+        if cond is None:
+            return None
+        status, reason = cond.get("status"), cond.get("reason")
+        return cls(
+            sys.intern(status) if isinstance(status, str) else status,
+            sys.intern(reason) if isinstance(reason, str) else reason,
+            cond.get("message"),
+            cond.get("observedGeneration", 0),  # the API server omits a zero
+            cond.get("lastTransitionTime"),
+        )
+
+
 def says(shown: tuple[object, object, object, object], said: Verdict[str], generation: int) -> bool:
     """Whether a condition showing (status, reason, message, observedGeneration) says `said`."""
     return shown == (said.status, str(said.reason), clip(said.message), generation)
@@ -91,19 +118,16 @@ class Kind:
 
     type_: str
 
-    def find(self, status: object) -> Mapping[str, object] | None:
-        return find(status, self.type_)
+    def find(self, status: object) -> Shown | None:
+        """Our condition in a status mapping, as Shown, or None."""
+        return Shown.of(find(status, self.type_))
 
-    def up_to_date(
-        self, previous: Mapping[str, object] | None, said: Verdict[str], generation: int
-    ) -> bool:
+    def up_to_date(self, previous: Shown | None, said: Verdict[str], generation: int) -> bool:
         """Whether `previous` (find()'s result) already says this: then nothing is written."""
         if previous is None:
             return False
-        shown = tuple(
-            previous.get(f) for f in ("status", "reason", "message", "observedGeneration")
-        )
-        return says((shown[0], shown[1], shown[2], shown[3]), said, generation)
+        shown = (previous.status, previous.reason, previous.message, previous.generation)
+        return says(shown, said, generation)
 
     def condition(
         self,
@@ -111,13 +135,13 @@ class Kind:
         *,
         generation: int,
         now: datetime,
-        previous: Mapping[str, object] | None,
+        previous: Shown | None,
     ) -> dict[str, object]:
         """The condition to write: lastTransitionTime kept unless the status flips."""
-        before = previous or {}
+        before = previous or Shown(None, None, None, None, None)
         return build(
             self.type_, said, generation=generation, now=now,
-            previous_status=before.get("status"), previous_since=before.get("lastTransitionTime"),
+            previous_status=before.status, previous_since=before.since,
         )  # fmt: skip
 
     def removal(self) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -21,6 +22,7 @@ from l2plan_helpers import (
 )
 
 from lbctl.core.adapt import EndpointSliceInfo, HeldService, NodeInfo
+from lbctl.core.condition import Shown
 from lbctl.core.l2condition import (
     CONDITION_TYPE,
     MAX_MESSAGE,
@@ -202,16 +204,19 @@ def test_last_transition_time_moves_only_when_the_status_flips(
     previous: dict[str, object], since: str
 ) -> None:
     assert (
-        condition(ANNOUNCED, generation=3, now=NOW, previous=previous)["lastTransitionTime"]
+        condition(ANNOUNCED, generation=3, now=NOW, previous=Shown.of(previous))[
+            "lastTransitionTime"
+        ]
         == since
     )
 
 
 def test_up_to_date_compares_status_reason_message_and_generation() -> None:
-    assert up_to_date(written(), ANNOUNCED, 3)
+    assert up_to_date(Shown.of(written()), ANNOUNCED, 3)
     assert not up_to_date(None, ANNOUNCED, 3)
-    assert not up_to_date(written(generation=2), ANNOUNCED, 3)
-    assert not up_to_date(written(message="announced 192.0.2.10 by node b on eth0"), ANNOUNCED, 3)
+    assert not up_to_date(Shown.of(written(generation=2)), ANNOUNCED, 3)
+    other = written(message="announced 192.0.2.10 by node b on eth0")
+    assert not up_to_date(Shown.of(other), ANNOUNCED, 3)
 
 
 def test_long_messages_are_clipped_alike_when_written_and_compared() -> None:
@@ -219,15 +224,22 @@ def test_long_messages_are_clipped_alike_when_written_and_compared() -> None:
     cond = condition(long, generation=1, now=NOW, previous=None)
     message = cond["message"]
     assert isinstance(message, str) and len(message) == MAX_MESSAGE and message.endswith("...")
-    assert up_to_date(cond, long, 1)
+    assert up_to_date(Shown.of(cond), long, 1)
 
 
 def test_find_picks_our_condition_among_others() -> None:
     ours = written()
     status = {"conditions": [{"type": "lbctl.io/IPAllocated"}, "garbage", ours]}
-    assert find(status) == ours
+    assert find(status) == Shown("True", "Announced", ANNOUNCED.message, 3, EARLIER)
     assert find({"conditions": "garbage"}) is None
     assert find(None) is None
+
+
+def test_conditions_read_from_bodies_share_their_status_and_reason_strings() -> None:
+    """The speaker keeps one Shown per Service: equal words are one string, not one each."""
+    first, second = (find(json.loads(json.dumps({"conditions": [written()]}))) for _ in "ab")
+    assert first is not None and second is not None
+    assert first.status is second.status and first.reason is second.reason
 
 
 def test_removal_deletes_only_our_condition() -> None:
