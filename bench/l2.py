@@ -25,11 +25,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 import yaml
 from kubernetes import client, config
 from lib.report import pct, row
@@ -44,13 +45,14 @@ from lbctl.lab.topology import Topology
 from speaker.announcers.layer2.frames import parse_claim
 
 NS = "default"
-# One IPv4 pool for the timing runs, one IPv6 /112 for thousands of Services (RSS).
+# One IPv4 pool for the timing runs, one IPv6 /112 for thousands of Services (RSS), on the
+# nodes' LAN (2001:db8::/64), so that every node has an interface for its IPs.
 POOLS = {
     "apiVersion": "lbctl.io/v1alpha1",
     "kind": "Config",
     "pools": [
         {"name": "lab", "addresses": ["192.0.2.200-192.0.2.250"]},
-        {"name": "many", "addresses": ["2001:db8:b::/112"]},
+        {"name": "many", "addresses": ["2001:db8::1:0/112"]},
     ],
     "l2Advertisements": [{"name": "all"}],
 }
@@ -71,7 +73,9 @@ class Sizes:
 
 
 FULL = Sizes(30, 20, 20, 10, 30, 1_000, 20.0, 10_000)
-SMOKE = Sizes(5, 2, 0, 1, 5, 100, 5.0, 0)
+SMOKE = Sizes(5, 2, 0, 1, 5, 100, 5.0, 20)
+RSS_CLIENTS = 16  # threads creating the RSS section's Services and slices (the API server limits)
+RSS_SAMPLE = 30.0  # s between RSS samples while they are created
 
 
 # -- the wire --------------------------------------------------------------------------------------
@@ -304,39 +308,92 @@ def failovers(c: Cluster, n: int, sig: signal.Signals) -> list[float]:
 
 
 def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
-    """(growth, total) MiB of node-1's speaker from no Service to `n` announced IPv6 Services,
-    created through the API by 8 threads (one client creates ~25 a second on this machine; the
-    real controller assigns each an IP and every speaker watches them as in production)."""
+    """(growth, total) MiB of node-1's speaker from no Service to `n` announced IPv6 Services.
+
+    node-1's speaker runs alone (the other two are stopped first), so it announces all `n`: the
+    most one speaker holds (in a 3-node cluster, its share is a third of the IPs), and the
+    machine's two cores go to the API server rather than to two more speakers parsing every
+    event. The Services are selector-less, each with an EndpointSlice of one ready endpoint
+    made here (the bed's pods are IPv4-only: a selector would give an IPv6 Service no
+    endpoint), created through the API by RSS_CLIENTS threads; the real controller assigns the
+    IPs. RSS is sampled every RSS_SAMPLE s while they are created."""
+    for node in ("node-2", "node-3"):
+        peer = c.speakers.pop(node)
+        peer.proc.send_signal(signal.SIGTERM)
+        peer.proc.wait(15)
     pid = c.speakers["node-1"].proc.pid
     quiet_cpu(pid)
     before = rss_mib(pid)
-    print(f"# node-1's speaker before the creates: RSS {before:.1f} MiB, {load()}", flush=True)
-    body = service("rss", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack",
-                   allocateLoadBalancerNodePorts=False)  # fmt: skip
+    print(f"# node-1's speaker alone, before the creates: RSS {before:.1f} MiB, {load()}",
+          flush=True)  # fmt: skip
+    discovery = client.DiscoveryV1Api(c.core.api_client)
     start = time.monotonic()
-
-    def create(i: int) -> None:
-        named = {**body, "metadata": {"name": f"rss-{i}"}}
-        c.core.create_namespaced_service(NS, named, _preload_content=False)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(create, range(n)))
+    with ThreadPoolExecutor(RSS_CLIENTS) as pool:
+        pending = {pool.submit(create_announced, c.core, discovery, i) for i in range(n)}
+        deadline = start + 120.0 + n  # >= 1 a second: 10,000 in under 3 hours
+        while pending and time.monotonic() < deadline:
+            done, pending = wait(pending, RSS_SAMPLE, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # a create that failed for good fails the section
+            rss_sample(c, pid, n - len(pending), start)
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {n} Services not created in time")
     created = time.monotonic() - start
-    print(f"# created {n} Services in {created:.0f} s ({n / created:.0f}/s), {load()}", flush=True)
-    wait_for(
-        lambda: c.announced("node-1") >= n / 3 * 0.8,
-        900.0,
-        "node-1 announcing its share",
-        error=TimeoutError,
-        interval=2.0,
-    )
+    print(f"# created {n} Services in {created:.0f} s ({n / created:.1f}/s), {load()}", flush=True)
+    # a scrape renders every series (~0.1 ms each on the speaker's CPU): every 5 s, not faster
+    wait_for(lambda: c.announced("node-1") >= n, 900.0, "node-1 announcing all",
+             error=TimeoutError, interval=5.0)  # fmt: skip
     announced = time.monotonic() - start
     quiet_cpu(pid, timeout=300.0)
     after = rss_mib(pid)
     print(f"# node-1 announces {c.announced('node-1')} IPs, {announced:.0f} s after the first "
-          f"create; RSS {before:.1f} -> {after:.1f} MiB (peak {hwm_mib(pid):.1f}), {load()}",
+          f"create; RSS {before:.1f} -> {after:.1f} MiB (VmHWM {hwm_mib(pid):.1f}), {load()}",
           flush=True)  # fmt: skip
     return after - before, after
+
+
+def create_announced(
+    core: client.CoreV1Api, discovery: client.DiscoveryV1Api, i: int, tries: int = 5
+) -> None:
+    """Service rss-I in the `many` pool and its EndpointSlice (one ready endpoint on node-1);
+    a create that fails is tried again (AlreadyExists: an earlier try that went through)."""
+    name = f"rss-{i}"
+    body = service(name, ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack",
+                   allocateLoadBalancerNodePorts=False)  # fmt: skip
+    del body["spec"]["selector"]
+    body["metadata"]["annotations"] = {"lbctl.io/address-pool": "many"}
+    endpoints = {
+        "metadata": {"name": f"{name}-bench", "labels": {
+            "kubernetes.io/service-name": name,
+            "endpointslice.kubernetes.io/managed-by": "bench.lbctl.io"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["198.51.100.10"], "conditions": {"ready": True},
+                       "nodeName": "node-1"}],
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+    }  # fmt: skip
+    creates = (
+        functools.partial(core.create_namespaced_service, NS, body),
+        functools.partial(discovery.create_namespaced_endpoint_slice, NS, endpoints),
+    )
+    for create in creates:
+        for attempt in range(tries):
+            try:
+                create(_preload_content=False)
+                break
+            except client.ApiException as err:
+                if err.status == 409:
+                    break
+                if attempt == tries - 1:
+                    raise
+            except (OSError, urllib3.exceptions.HTTPError):  # under load: a reset, a timeout
+                if attempt == tries - 1:
+                    raise
+
+
+def rss_sample(c: Cluster, pid: int, created: int, start: float) -> None:
+    print(f"# {time.monotonic() - start:.0f} s: {created} Services created, node-1 announces "
+          f"{c.announced('node-1')}, RSS {rss_mib(pid):.1f} MiB (VmHWM {hwm_mib(pid):.1f}), "
+          f"{load()}", flush=True)  # fmt: skip
 
 
 def hwm_mib(pid: int) -> float:
@@ -638,16 +695,16 @@ def three_nodes(sizes: Sizes, only: list[str], *, judge: bool) -> bool:
         if sizes.rss and "rss" in only:
             growth, total = speaker_rss(c, sizes.rss)
             ok &= row(
-                f"speaker RSS growth, 0 -> {sizes.rss} Services",
+                f"speaker RSS growth, 0 -> {sizes.rss} Services (node-1 announcing all)",
                 f"{growth:.1f} MiB",
                 f"<= {GROWTH_TARGET:.1f} MiB",
-                growth <= GROWTH_TARGET,
+                growth <= GROWTH_TARGET if judge else None,
             )
             ok &= row(
                 "speaker RSS total",
                 f"{total:.1f} MiB",
                 f"<= {TOTAL_TARGET:.1f} MiB",
-                total <= TOTAL_TARGET,
+                total <= TOTAL_TARGET if judge else None,
             )
     return ok
 

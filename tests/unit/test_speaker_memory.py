@@ -5,6 +5,7 @@ speaker wrote once it comes back in a watch event."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from typing import Any
 
@@ -145,3 +146,27 @@ def test_a_condition_read_back_from_the_watch_is_not_written_again() -> None:
         assert kube.patches == [written]
 
     asyncio.run(run())
+
+
+def announced_series(metrics: Metrics) -> set[str]:
+    text = metrics.render().decode()
+    return {line for line in text.splitlines() if line.startswith("lbctl_l2_announced{")}
+
+
+def test_announced_series_are_exactly_what_the_node_holds_now() -> None:
+    """Made at scrape time: one series per IP held, none left once the IP goes, and the
+    ownership changes counted per IP that came or went."""
+    a, b, c = (ipaddress.ip_address(f"2001:db8::1:{i}") for i in (1, 2, 3))
+    metrics = Metrics()
+    metrics.set_announced("node-1", {a: Held(a, (a, b), "eth0", Verdict.OWNER)})
+    assert announced_series(metrics) == {
+        'lbctl_l2_announced{interface="eth0",ip="2001:db8::1:1"} 1.0',
+        'lbctl_l2_announced{interface="eth0",ip="2001:db8::1:2"} 1.0',
+    }
+    metrics.set_announced("node-1", {c: Held(c, (c,), "eth1", Verdict.TOOK_OVER)})
+    assert announced_series(metrics) == {
+        'lbctl_l2_announced{interface="eth1",ip="2001:db8::1:3"} 1.0'
+    }
+    metrics.set_announced("node-1", {})
+    assert announced_series(metrics) == set()
+    assert metrics.registry.get_sample_value("lbctl_l2_ownership_changes_total") == 2 + 3 + 1
