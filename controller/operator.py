@@ -119,8 +119,14 @@ class Operator:
             # with a backlog nearly every Service is one (10,000 GETs for nothing, before).
             missed = {key for key, version in self._missed.items() if listed.get(key) != version}
             other = self._missed_other
-            self._missed, self._missed_other = {}, False
             self.active = epoch == self._epoch  # deactivated meanwhile: stay a standby
+            if self.active and not self.leader():
+                # The Lease was lost while restoring, not to another replica (that deactivates):
+                # keep the state and the events seen, for resume().
+                self.active, self._suspended = False, True
+                log.info("activation_suspended reason=renew_deadline")
+                return
+            self._missed, self._missed_other = {}, False
         finally:
             self._restoring = False
         log.info("activated" if self.active else "activation_abandoned reason=deactivated")
@@ -151,7 +157,11 @@ class Operator:
     def suspend(self) -> None:
         """Stop deciding now (the elector lost the Lease), keeping the state for resume():
         writes still queued are dropped (fenced anyway), events are remembered as while
-        restoring. A replica not active (restoring, say) has nothing worth keeping."""
+        restoring. A restore goes on (it only reads; activate() checks the fence at its end,
+        so a restore of 10,000 Services is not restarted at each missed renewal); a standby
+        has nothing worth keeping."""
+        if self._restoring:
+            return
         if not self.active:
             self.deactivate()
             return
@@ -168,6 +178,8 @@ class Operator:
         those whose events showed a version other than the one known are read again. Costs
         no listing: a leader starved past its renew deadline (2 s) does not restore 10,000
         Services each time. False (nothing done) if there is no such state."""
+        if self._restoring:
+            return True  # its activate() goes on, and decides as the leader
         if not self._suspended:
             return False
         rec = self.reconciler
@@ -184,8 +196,9 @@ class Operator:
         return True
 
     def forget(self) -> None:
-        """Another replica leads: drop what suspend() kept (a standby keeps no state)."""
-        if self._suspended:
+        """Another replica leads: drop what suspend() kept, or a restore still going on (a
+        standby keeps no state)."""
+        if self._suspended or self._restoring:
             self.deactivate()
 
     def deactivate(self) -> None:

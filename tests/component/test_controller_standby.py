@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -135,3 +136,45 @@ def test_leader_resumed_after_a_missed_renewal_keeps_its_state_and_catches_up(
             assert operator.activations == 1  # restored once, at start-up; resumed without
             assert operator.reconciler.held(service_key(ns, "gone")) == ()
             assert new and new != kept
+
+
+def test_lease_lost_and_renewed_during_a_restore_does_not_restart_it(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """A starved leader misses its renew deadline while listing (10,000 Services take longer
+    than a renewal): the restore goes on, and once the Lease is renewed it decides."""
+    with bed(control_plane, tmp_path) as b:
+        ns = b.namespace("apps")
+        b.set_config(lbctl_config(POOLS))
+        b.service(ns, "waiting")
+        leading = threading.Event()
+        opts = Options(
+            kubeconfig=str(b.kubeconfig("slow")), metrics_port=0, config_map=b.config_map
+        )
+        with ControllerThread(opts, leader=leading.is_set) as ctl:
+            operator = ctl.controller.operator
+
+            async def suspend() -> None:
+                operator.suspend()
+
+            async def resume() -> bool:
+                return operator.resume()
+
+            listing = re.compile(r"^/api/v1/services$")
+            b.proxy.faults.delay(2.0, identity="slow", path=listing, verb="list", count=1)
+            leading.set()
+            activation = ctl.submit(operator.activate())
+            wait_for(lambda: operator._restoring, 5, "the restore to start")
+            leading.clear()
+            ctl.submit(suspend()).result(timeout=5)
+            leading.set()
+            assert ctl.submit(resume()).result(timeout=5)
+            activation.result(timeout=15)
+            assert operator.active and operator.activations == 1
+            b.wait_ips(ns, "waiting")
+            restores = [  # the restore's paged listing (kopf's own lists without a limit)
+                r
+                for r in b.proxy.requests(identity="slow")
+                if listing.match(r.path) and r.verb == "list" and "limit=" in r.query
+            ]
+            assert len(restores) == 1
