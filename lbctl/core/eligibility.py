@@ -13,10 +13,13 @@ from lbctl.core.adapt import EndpointSliceInfo, HeldService, NodeInfo
 from lbctl.core.model import Config, IPAddress, NodeName, PoolName
 from lbctl.core.reasons import NodeSkip
 
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
 
 def empty_mapping() -> Mapping[Any, Any]:
-    """A read-only empty mapping: the default of the plans' per-node fields."""
-    return MappingProxyType({})
+    """A read-only empty mapping: the default of the plans' per-node fields. One shared
+    instance: a plan holds one per Service and group (~0.2 KiB each when each had its own)."""
+    return _EMPTY
 
 
 def node_skip(node: NodeInfo) -> NodeSkip | None:
