@@ -329,7 +329,8 @@ class LeaderElector:
     def _sync(self, expected: bool = False) -> None:
         """Tell the callbacks when leadership flipped (the fence itself is `is_leader`).
         Stopping other than by release() (`expected`) is a warning: the renew deadline passed,
-        or another holder appeared, and the next leadership starts with a full restore."""
+        or another holder appeared; the next leadership resumes only if `continued`, else the
+        controller restores from a full listing."""
         leading = self.is_leader()
         if leading == self._announced:
             return
