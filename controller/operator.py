@@ -3,7 +3,9 @@ reconciler and queues its decisions for controller.writers; controller.retries d
 writes fail. Built by runner.
 
 A standby keeps no allocator state. Activation (at start-up, or when the elector wins the Lease)
-builds a fresh Reconciler and restores it from a full listing before deciding anything.
+builds a fresh Reconciler and restores it from a full listing before deciding anything. A leader
+that only missed its renew deadline (suspend) keeps its state until it renews its own Lease record
+(resume, no listing) or sees another holder (forget).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ class Operator:
     Only an active replica decides. `activate()` (at start-up when `leader()` says yes, or by the
     HA elector on winning the Lease) builds a fresh Reconciler and restores it from a full
     listing before deciding anything; watch events that arrive meanwhile are remembered and
-    re-read afterwards. A standby keeps no allocator state at all, so it can never act on
-    decisions made while another replica was writing.
+    re-read afterwards (those the listing already showed, not). A standby keeps no allocator
+    state at all, so it can never act on decisions made while another replica was writing; a
+    suspended leader keeps its state only while nobody else can have written (the elector's
+    `continued`), and drops it when another replica leads.
     """
 
     def __init__(
