@@ -10,6 +10,14 @@ from typing import Any, cast
 import kopf
 from kubernetes import client, config
 
+# Connections kept open to the API server: one per thread that can call it at once. The
+# controller has 12: controller.writers' WORKERS (8) Service writers and EVENT_WORKERS (2) Event
+# posters, and the 2 threads of controller.lease.KubeLeaseStore; the speaker fewer
+# (speaker.agent's 4 CONDITION_WRITERS and a few single calls). The client's default is 5 per
+# CPU, 10 on 2 cores: urllib3 then logs "Connection pool is full", drops the extra connections
+# and each later request on them pays a new TLS handshake.
+CONNECTION_POOL_SIZE = 12
+
 
 def api_client_for(kubeconfig: str | None, *, retries: bool | None = None) -> client.ApiClient:
     """A client from the given kubeconfig, else in-cluster credentials, else the default file.
@@ -19,6 +27,7 @@ def api_client_for(kubeconfig: str | None, *, retries: bool | None = None) -> cl
     new_client = cast(Callable[..., client.ApiClient], config.new_client_from_config)
     cfg = client.Configuration()
     cfg.retries = retries  # a Configuration field: the client's pool is built with it
+    cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE  # likewise
     if kubeconfig:
         return new_client(config_file=kubeconfig, client_configuration=cfg)
     try:
