@@ -52,7 +52,8 @@ class Metrics:
         self.leader = Gauge("lbctl_leader", "1 while this replica may write", registry=r)
         self.activations = Gauge(
             "lbctl_activations",
-            "Times this replica became the deciding one (each rebuilds its state from a listing)",
+            "Full restores from a listing (at start-up and on gaining the Lease; a resume after "
+            "renewing its own Lease record is not counted)",
             registry=r,
         )
         self.queued = Gauge(
