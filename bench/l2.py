@@ -331,11 +331,15 @@ def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
     with ThreadPoolExecutor(RSS_CLIENTS) as pool:
         pending = {pool.submit(create_announced, c.core, discovery, i) for i in range(n)}
         deadline = start + 120.0 + n  # >= 1 a second: 10,000 in under 3 hours
-        while pending and time.monotonic() < deadline:
-            done, pending = wait(pending, RSS_SAMPLE, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()  # a create that failed for good fails the section
-            rss_sample(c, pid, n - len(pending), start)
+        try:
+            while pending and time.monotonic() < deadline:
+                done, pending = wait(pending, RSS_SAMPLE, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # a create that failed for good fails the section
+                rss_sample(c, pid, n - len(pending), start)
+        finally:  # a failure, a timeout or a ^C: the queued creates are not made (the pool's
+            for future in pending:  # exit would otherwise make every one before the bed goes)
+                future.cancel()
         if pending:
             raise TimeoutError(f"{len(pending)} of {n} Services not created in time")
     created = time.monotonic() - start
@@ -637,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="probe-only: cProfile each data plane into this dir")
     parser.add_argument("--probe-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # SIGINT stops the bench and takes its bed down, even when started in the background (a
+    # shell starts background jobs with SIGINT ignored, and Python keeps it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.probe_child:
         node, plan = args.probe_child
         return probe_child(node, plan, profile=args.profile)
