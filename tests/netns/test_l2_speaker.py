@@ -561,6 +561,10 @@ def test_a_foreign_responder_is_reported_as_a_duplicate(l2: L2Bed, app: Callable
             lambda: l2.metric(first, "lbctl_l2_duplicate_responders_total") > before,
             12.0, "DuplicateResponder counted",
         )  # fmt: skip
-    events = l2.core.list_namespaced_event(NS, field_selector="involvedObject.name=dup").items
-    dup = [e for e in events if e.reason == "DuplicateResponder"]
-    assert dup and stranger in dup[0].message and dup[0].type == "Warning"
+
+    def posted() -> list[Any]:  # the Event is posted after the counter rises, asynchronously
+        events = l2.core.list_namespaced_event(NS, field_selector="involvedObject.name=dup")
+        return [e for e in events.items if e.reason == "DuplicateResponder"]
+
+    dup = wait_for(posted, 10.0, "the DuplicateResponder Event")
+    assert stranger in dup[0].message and dup[0].type == "Warning"
