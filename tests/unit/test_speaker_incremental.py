@@ -10,12 +10,13 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from speaker_fakes import DataPlane, Kube
+
 from lbctl.core.bgpplan import plan_bgp, routes_for
 from lbctl.core.bgproutes import Desired, Statuses
 from lbctl.core.l2plan import plan_l2
-from lbctl.core.model import IPAddress, NodeName, PeerName
+from lbctl.core.model import NodeName, PeerName
 from speaker.agent import Agent
-from speaker.dataplane import Plan
 from speaker.metrics import Metrics
 
 NET = ipaddress.ip_network("203.0.113.192/28")
@@ -36,33 +37,6 @@ bgpPeers:
   myASN: 64512
   peerASN: 64513
 """
-
-
-class Kube:
-    def __init__(self) -> None:
-        self.patches: list[tuple[str, str, dict[str, object]]] = []
-
-    def patch_condition(self, namespace: str, name: str, body: dict[str, object]) -> None:
-        self.patches.append((namespace, name, body))
-
-    def annotate_node(self, key: str, value: str) -> None: ...
-
-    def api_reachable(self) -> bool:
-        return True
-
-
-class DataPlane:
-    def __init__(self) -> None:
-        self.plan = Plan((), {}, {})
-
-    def update(self, plan: Plan) -> None:
-        self.plan = plan
-
-    def cannot_carry(self) -> frozenset[IPAddress]:
-        return frozenset()
-
-    def someone_else_holds(self, key: IPAddress) -> bool:
-        return False
 
 
 class Announcer:

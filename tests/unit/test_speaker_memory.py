@@ -16,14 +16,15 @@ from kopf._core.actions import lifecycles
 from kopf._core.engines import indexing
 from kopf._core.reactor import inventory
 from kopf._core.reactor.processing import process_resource_event
+from speaker_fakes import DataPlane, Kube
 
 from lbctl.core.condition import Shown
 from lbctl.core.liveness import Verdict
-from lbctl.core.model import IPAddress, NodeName, service_key
+from lbctl.core.model import NodeName, service_key
 from lbctl.kubeclient import kopf_settings
 from speaker import handlers
 from speaker.agent import Agent
-from speaker.dataplane import Held, Plan
+from speaker.dataplane import Held
 from speaker.metrics import Metrics
 
 SERVICES = references.Resource(
@@ -90,33 +91,6 @@ def test_kopf_keeps_no_record_per_object_yet_every_event_reaches_the_agent(
     asyncio.run(through_kopf(memory, events))
     assert events.services == ["ADDED", "MODIFIED"]
     assert len(list(memory.iter_all_memories())) == kept
-
-
-class Kube:
-    def __init__(self) -> None:
-        self.patches: list[dict[str, object]] = []
-
-    def patch_condition(self, namespace: str, name: str, body: dict[str, object]) -> None:
-        self.patches.append(body)
-
-    def api_reachable(self) -> bool:
-        return True
-
-
-class DataPlane:
-    """Holds every group it is handed (this node is the only one)."""
-
-    def __init__(self) -> None:
-        self.plan = Plan((), {}, {})
-
-    def update(self, plan: Plan) -> None:
-        self.plan = plan
-
-    def cannot_carry(self) -> frozenset[IPAddress]:
-        return frozenset()
-
-    def someone_else_holds(self, key: IPAddress) -> bool:
-        return False
 
 
 def test_a_condition_read_back_from_the_watch_is_not_written_again() -> None:
