@@ -8,14 +8,12 @@ generation); lastTransitionTime moves only when the status flips.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from lbctl.core import condition as shape
 from lbctl.core.allocator import Assignment
-from lbctl.core.condition import MAX_MESSAGE, Verdict, clip
+from lbctl.core.condition import MAX_MESSAGE, Shown, Verdict, clip
 from lbctl.core.model import IPAddress
 from lbctl.core.reasons import AllocFailure, AllocSuccess
 
@@ -49,31 +47,6 @@ def ip_list(ips: Sequence[IPAddress]) -> str:
 def find(status: object) -> Mapping[str, object] | None:
     """Our condition in a status mapping, or None."""
     return shape.find(status, CONDITION_TYPE)
-
-
-@dataclass(frozen=True, slots=True)
-class Shown:
-    """Our condition as a Service shows it: only what up_to_date() and build() read, kept for
-    every Service (a slim copy, no dict; status and reason are a handful of shared strings)."""
-
-    status: object
-    reason: object
-    message: object
-    generation: object  # observedGeneration
-    since: object  # lastTransitionTime
-
-    @classmethod
-    def of(cls, cond: Mapping[str, object] | None) -> Shown | None:
-        if cond is None:
-            return None
-        status, reason = cond.get("status"), cond.get("reason")
-        return cls(
-            sys.intern(status) if isinstance(status, str) else status,
-            sys.intern(reason) if isinstance(reason, str) else reason,
-            cond.get("message"),
-            cond.get("observedGeneration", 0),  # the API server omits a zero
-            cond.get("lastTransitionTime"),
-        )
 
 
 def up_to_date(existing: Shown | None, verdict: AllocVerdict, generation: int) -> bool:
