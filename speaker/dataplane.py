@@ -136,6 +136,7 @@ class DataPlane:
         self.reports = Reports()
         self._dead: frozenset[NodeName] = frozenset()  # peers last logged dead
         self._isolated = False  # last logged
+        self._ticked = time.monotonic()  # when the last tick ended (awake)
 
     # -- thread-safe API (control loop) --------------------------------------------------------
 
@@ -164,6 +165,12 @@ class DataPlane:
         with contextlib.suppress(RuntimeError):
             asyncio.run_coroutine_threadsafe(self._shutdown(graceful), loop).result(5.0)
         thread.join(5.0)
+
+    def awake(self) -> bool:
+        """Whether this loop ticked within STALL (data-plane loop). False after a stall until
+        the tick that handles it: the announcer then answers no queued frame and sends no
+        burst frame planned before the stall (Layer2Hooks.awake)."""
+        return time.monotonic() - self._ticked <= STALL
 
     def cannot_carry(self) -> frozenset[IPAddress]:
         """Group keys this node has no interface for (a snapshot; any thread)."""
@@ -196,6 +203,7 @@ class DataPlane:
         endpoint.open(self.loop, self.bind)
         self.endpoint = endpoint
         await self.announcer.start()
+        self._ticked = time.monotonic()
         ready.set_result(None)
         checks = asyncio.create_task(self._duplicate_checks())
         self._ticking = asyncio.create_task(self._ticks())
@@ -234,6 +242,7 @@ class DataPlane:
             self._act(self.liveness.tick(expected if lag < PROBE_INTERVAL else now))
             self._apply()
             self._log_peers(now)
+            self._ticked = time.monotonic()
             expected = _on_phase(max(now, expected) + PROBE_INTERVAL / 2)
 
     def _update(self, plan: Plan) -> None:

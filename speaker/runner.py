@@ -108,6 +108,7 @@ class Speaker:
             on_foreign_claim=lambda ip, mac, iface: self.dataplane.conflict(ip, str(mac), iface),
             # a lambda: the data plane is made after the announcer and its hooks
             on_interfaces=lambda: self.dataplane.interfaces_changed(),  # noqa: PLW0108
+            awake=lambda: self.dataplane.awake(),  # noqa: PLW0108
         )
 
     def _bgp_hooks(self) -> BGPHooks:

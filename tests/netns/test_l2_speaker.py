@@ -109,11 +109,18 @@ def app(l2: L2Bed) -> Iterator[Callable[..., str]]:
         return expose(l2, name, **spec)
 
     yield make
+    ips: set[str] = set()
     for name in made:
         with contextlib.suppress(client.exceptions.ApiException):
+            ips.update(ingress(l2, name))
             l2.core.delete_namespaced_service(name, NS)
         with contextlib.suppress(client.exceptions.ApiException):
             client.AppsV1Api(l2.api).delete_namespaced_deployment(name, NS)
+    # The next test's Service gets the same IP at once: wait for every running speaker to
+    # withdraw it, so no answer from this test's plan reaches the next one.
+    wait_for(lambda: not any(l2.announcing(node, ip) for node, agent in l2.speakers.items()
+                             if agent.proc.poll() is None for ip in ips),
+             20.0, f"{sorted(ips)} withdrawn after the test")  # fmt: skip
 
 
 def expose(l2: L2Bed, name: str, **spec: Any) -> str:

@@ -4,6 +4,7 @@ fake interface view: what it holds, announces, answers, reports and probes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -329,6 +330,29 @@ async def test_discard_pending_drops_queued_requests_unanswered(bench: Bench) ->
     assert bench.announcer.discard_pending() == 3
     await settle()
     assert unicast(eth0) == []
+
+
+@pytest.mark.asyncio
+async def test_while_the_owner_is_not_awake_nothing_is_answered_or_announced(
+    bench: Bench,
+) -> None:
+    """After a stall, frames queued during it and burst frames due during it are dropped
+    until the owner has ticked (Layer2Hooks.awake); then requests are answered again."""
+    awake = False
+    bench.announcer.hooks = dataclasses.replace(bench.announcer.hooks, awake=lambda: awake)
+    awake = True
+    bench.announcer.sync({VIP4: "eth0"})
+    eth0 = bench.socket_for("eth0")
+    assert len(eth0.sent) == 1  # the burst's first frame, sent while awake
+    awake = False
+    eth0.inject(arp_ask(VIP4))
+    await settle(8 * INTERVAL)
+    assert eth0.sent == [frames.gratuitous_arp(MAC0, VIP4)], "no reply, no later burst frame"
+    assert bench.hooks.of("answer") == []
+    awake = True
+    eth0.inject(arp_ask(VIP4))
+    await settle()
+    assert len(unicast(eth0)) == 1, "the request sent after the owner woke is answered"
 
 
 @pytest.mark.asyncio

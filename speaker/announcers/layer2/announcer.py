@@ -284,6 +284,9 @@ class Layer2Announcer:
             self._announce(vip)
 
     def _announce(self, vip: IPAddress) -> None:
+        if not self.hooks.awake():
+            log.debug("l2_announce_skipped vip=%s reason=stalled", vip)
+            return
         port = self._ports[self._held[vip]]
         try:
             port.socket.send(frames.announcement(port.link.mac, vip))
@@ -296,7 +299,12 @@ class Layer2Announcer:
     # -- answering -----------------------------------------------------------------------------
 
     def _on_readable(self, port: _Port) -> None:
-        for frame in self._receive(port):
+        batch = self._receive(port)
+        if not self.hooks.awake():
+            log.debug("l2_frames_dropped interface=%s count=%d reason=stalled", port.link.name,
+                      len(batch))  # fmt: skip
+            return
+        for frame in batch:
             try:
                 self._handle(port, frame)
             except Exception:  # the loop boundary: one bad frame or hook must not stop the rest

@@ -49,6 +49,12 @@ class Layer2Hooks:
     # The interface view changed (a link up or down, an address added or removed), after the
     # announcer re-resolved what it holds: the speaker re-checks which groups it can carry.
     on_interfaces: Callable[[], None] = lambda: None
+    # False while the owner's loop has not ticked for too long (a SIGSTOP, a stalled machine):
+    # frames read then were queued during the stall, and a burst frame due then was planned
+    # before it, when this node may have been taken over since. Such frames are read and
+    # dropped, and burst frames skipped, until the owner has ticked and dropped what it held
+    # (an answer sent first made the takeover node yield back: a flap in test_a_stalled_owner).
+    awake: Callable[[], bool] = lambda: True
 
 
 @dataclass(frozen=True)
