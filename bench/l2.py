@@ -527,8 +527,9 @@ def udp_datagrams(netns: str) -> tuple[int, int]:
 
 def probe_child(node: str, plan_path: str, profile: str | None = None) -> int:
     """One speaker's data plane with a stand-in announcer that never touches the wire."""
-    from lbctl.core.liveness import Group
-    from speaker.dataplane import DataPlane, Plan
+    from lbctl.core.liveness_types import Group
+    from speaker.dataplane import DataPlane
+    from speaker.dataplane_types import Plan
 
     class Silent:
         async def start(self) -> None: ...
@@ -589,7 +590,7 @@ def answer(asked: Future[dict[str, Any]], plane: Any) -> None:
 def steadiness(plane: Any) -> dict[str, Any]:
     """Whether a data plane is settled (on its loop): every group held by its rank 1, nobody
     suspect; and how many ownership changes it has made so far."""
-    from lbctl.core.liveness import Verdict
+    from lbctl.core.liveness_types import Verdict
 
     unsettled = (Verdict.STARTING, Verdict.RETURNING, Verdict.TOOK_OVER)
     lv = plane.liveness

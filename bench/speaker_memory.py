@@ -34,14 +34,14 @@ from kopf._core.engines import indexing
 from kopf._core.reactor import inventory
 from kopf._core.reactor.processing import process_resource_event
 
-from lbctl.core.liveness import Verdict
+from lbctl.core.liveness_types import Verdict
 from lbctl.core.model import IPAddress, NodeName
 from lbctl.kubeclient import kopf_settings
 from speaker import handlers
 from speaker.agent import Agent
 from speaker.announcers.bgp import BGPAnnouncer
 from speaker.announcers.layer2 import Interface, Layer2Announcer, Link, mac_address
-from speaker.dataplane import Held, Plan
+from speaker.dataplane_types import Held, Plan
 from speaker.metrics import Metrics
 
 POOL = "2001:db8::1:0/112"

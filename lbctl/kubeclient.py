@@ -13,7 +13,7 @@ from kubernetes import client, config
 # Connections kept open to the API server: one per thread that can call it at once. The
 # controller has 12: controller.writers' WORKERS (8) Service writers and EVENT_WORKERS (2) Event
 # posters, and the 2 threads of controller.lease.KubeLeaseStore; the speaker fewer
-# (speaker.agent's 4 CONDITION_WRITERS and a few single calls). The client's default is 5 per
+# (speaker.conditions' 4 CONDITION_WRITERS and a few single calls). The client's default is 5 per
 # CPU, 10 on 2 cores: urllib3 then logs "Connection pool is full", drops the extra connections
 # and each later request on them pays a new TLS handshake.
 CONNECTION_POOL_SIZE = 12

@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from lbctl.core.liveness import Report
+from lbctl.core.liveness_types import Report
 from lbctl.core.model import IPAddress, NodeName
 
 VERSION = 2

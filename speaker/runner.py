@@ -25,7 +25,8 @@ from speaker.agent import Agent
 from speaker.announcers.bgp import BGPAnnouncer, BGPHooks
 from speaker.announcers.layer2 import Layer2Announcer, Layer2Hooks
 from speaker.bgp import Announcer as BGPAnnouncerLike
-from speaker.dataplane import Announcer, DataPlane
+from speaker.dataplane import DataPlane
+from speaker.dataplane_types import Announcer
 from speaker.kube import Kube
 from speaker.metrics import Metrics
 

@@ -4,7 +4,7 @@ condition patch's body; the data plane keeps the last plan it was handed and hol
 from __future__ import annotations
 
 from lbctl.core.model import IPAddress
-from speaker.dataplane import Plan
+from speaker.dataplane_types import Plan
 
 
 class Kube:

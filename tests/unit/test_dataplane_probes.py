@@ -9,10 +9,11 @@ from collections.abc import Mapping
 
 import pytest
 
-from lbctl.core.liveness import PROBE_INTERVAL, Group
+from lbctl.core.liveness_types import PROBE_INTERVAL, Group
 from lbctl.core.model import IPAddress, NodeName
 from speaker import dataplane
-from speaker.dataplane import DataPlane, Plan
+from speaker.dataplane import DataPlane
+from speaker.dataplane_types import Answered, Plan
 from speaker.probes import Message, decode, encode
 
 N1, N2 = NodeName("node-1"), NodeName("node-2")
@@ -40,7 +41,7 @@ class Silent:
 
     async def probe(
         self, vip: IPAddress, interface: str | None = None, *, window: float = 0.1
-    ) -> dataplane.Answered:
+    ) -> Answered:
         raise AssertionError("no ARP check in these tests")
 
 

@@ -10,13 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lbctl.core.liveness import (
-    HANDBACK_AFTER,
-    PROBE_INTERVAL,
-    Group,
-    Liveness,
-    Verdict,
-)
+from lbctl.core.liveness import Liveness
+from lbctl.core.liveness_types import HANDBACK_AFTER, PROBE_INTERVAL, Group, Verdict
 from lbctl.core.model import IPAddress, NodeName
 
 VIP = ipaddress.ip_address("192.0.2.200")

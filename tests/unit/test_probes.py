@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lbctl.core.liveness import Report
+from lbctl.core.liveness_types import Report
 from lbctl.core.model import IPAddress, NodeName
 from speaker.probes import (
     MAX_DATAGRAM,

@@ -19,12 +19,12 @@ from kopf._core.reactor.processing import process_resource_event
 from speaker_fakes import DataPlane, Kube
 
 from lbctl.core.condition import Shown
-from lbctl.core.liveness import Verdict
+from lbctl.core.liveness_types import Verdict
 from lbctl.core.model import NodeName, service_key
 from lbctl.kubeclient import kopf_settings
 from speaker import handlers
 from speaker.agent import Agent
-from speaker.dataplane import Held
+from speaker.dataplane_types import Held
 from speaker.metrics import Metrics
 
 SERVICES = references.Resource(
