@@ -29,7 +29,8 @@ from controller.reconciler import Reconciler
 from lbctl.core.lease import LEASE_NAME, LeaseTiming
 from lbctl.core.reasons import StartBlock
 from lbctl.health import HealthServer
-from lbctl.kubeclient import api_client_for, connection_info, kopf_settings
+from lbctl.kopfsettings import kopf_settings
+from lbctl.kubeclient import api_client_for, connection_info
 
 log = logging.getLogger("lbctl.controller")
 T = TypeVar("T")

@@ -10,8 +10,21 @@ import signal
 import sys
 import threading
 
-from lbctl.flags import host_port, object_ref
-from speaker.runner import DEFAULT_PROBE_PORT, Options, Speaker
+# kopf imports the `kubernetes` client whenever it is installed (kopf._cogs.helpers.thirdparty),
+# only to recognise its model classes, which the speaker never hands to kopf; it would be 15 MiB
+# of the speaker's RSS (docs/performance.md, Speaker RSS). Hidden while kopf loads: an import of
+# a module whose sys.modules entry is None fails, and kopf goes on without it. (Not when it is
+# loaded already: a test process that imported the controller.)
+HIDE_KUBERNETES = "kubernetes" not in sys.modules
+if HIDE_KUBERNETES:
+    sys.modules["kubernetes"] = None  # type: ignore[assignment]
+import kopf  # noqa: E402, F401
+
+from lbctl.flags import host_port, object_ref  # noqa: E402
+from speaker.runner import DEFAULT_PROBE_PORT, Options, Speaker  # noqa: E402
+
+if HIDE_KUBERNETES:
+    del sys.modules["kubernetes"]  # lbctl.restclient may need it, for an exec-plugin kubeconfig
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,16 +10,15 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import kopf
 
 from lbctl.core.model import IPAddress, NodeName
 from lbctl.health import HealthServer
-from lbctl.kubeclient import api_client_for, connection_info, kopf_settings
+from lbctl.kopfsettings import kopf_settings
+from lbctl.restclient import RestClient, connection_info, credentials_for
 from speaker import handlers
 from speaker.agent import Agent
 from speaker.announcers.bgp import BGPAnnouncer, BGPHooks
@@ -59,7 +58,8 @@ class Speaker:
         bgp: BGPAnnouncerLike | None = None,
     ) -> None:
         self.options = options
-        self.api_client = api_client_for(options.kubeconfig)
+        credentials = credentials_for(options.kubeconfig)
+        self.api_client = RestClient(credentials)
         self.metrics = Metrics()
         node = NodeName(options.node)
         self.kube = Kube(self.api_client, node)
@@ -80,7 +80,7 @@ class Speaker:
         )  # fmt: skip
         self.dataplane.on_change = self.agent.on_held
         self.registry = kopf.OperatorRegistry()
-        handlers.register(self.registry, self.agent, lambda: connection_info(self.api_client))
+        handlers.register(self.registry, self.agent, lambda: connection_info(credentials))
         self.health = HealthServer(
             self.metrics,
             alive=lambda: self._thread is not None and self._thread.is_alive(),
@@ -183,7 +183,7 @@ class Speaker:
         self.bgp.close()
         self.health.stop()
         with contextlib.suppress(Exception):
-            cast(Callable[[], None], self.api_client.close)()
+            self.api_client.close()
 
     def wait(self, stop: threading.Event) -> None:
         """Block until `stop` is set or the control thread ends."""

@@ -21,7 +21,7 @@ from speaker_fakes import DataPlane, Kube
 from lbctl.core.condition import Shown
 from lbctl.core.liveness_types import Verdict
 from lbctl.core.model import NodeName, service_key
-from lbctl.kubeclient import kopf_settings
+from lbctl.kopfsettings import kopf_settings
 from speaker import handlers
 from speaker.agent import Agent
 from speaker.dataplane_types import Held
