@@ -19,7 +19,6 @@ from typing import Any
 from lbctl.configmap import load_configmap
 from lbctl.core import bgpcondition, l2condition
 from lbctl.core.adapt import (
-    EndpointSliceInfo,
     NodeInfo,
     adapt_endpointslice,
     adapt_held_service,
@@ -36,7 +35,7 @@ from speaker.bgp import BGPSide
 from speaker.conditions import ConditionWriter, Observed
 from speaker.dataplane import DataPlane
 from speaker.dataplane_types import Held, Plan
-from speaker.indexes import SlicesByService
+from speaker.indexes import Sharing, SliceIndex
 from speaker.kube import Kube, KubeError
 from speaker.metrics import Metrics
 
@@ -67,8 +66,8 @@ class Agent(ConditionWriter):
         self.config_ref = config_ref
         self.lb_class = lb_class
         self.services: dict[ServiceKey, Observed] = {}
-        self.slices: dict[tuple[str, str], EndpointSliceInfo] = {}
-        self.slices_of = SlicesByService()
+        self.slices = SliceIndex()
+        self.share = Sharing()  # one copy of the endpoints, tuples and times records hold alike
         # Incremental plans: Services whose plans are stale, and the version of what every plan
         # reads (config, Nodes); a plan with the same version replans only the stale Services.
         self._stale: set[ServiceKey] = set()
@@ -101,14 +100,14 @@ class Agent(ConditionWriter):
             self._stale.add(key)
             self._dirty.set()
             return
-        meta = body.get("metadata") or {}
-        observed = Observed(
-            adapt_held_service(body),
-            str(meta.get("uid", "")),
-            int(meta.get("generation") or 0),
-            l2condition.find(body.get("status")),
-            bgpcondition.find(body.get("status")),
-        )
+        meta, status, share = body.get("metadata") or {}, body.get("status"), self.share
+        held = adapt_held_service(body)
+        l2, bgp = l2condition.find(status, share), bgpcondition.find(status, share)
+        if old is not None:  # keep the records an event repeats (most events change one field)
+            held = old.held if old.held == held else held
+            l2 = old.condition if old.condition == l2 else l2
+            bgp = old.bgp_condition if old.bgp_condition == bgp else bgp
+        observed = Observed(held, int(meta.get("generation") or 0), l2, bgp)
         self.services[key] = observed
         if old is None or old.held != observed.held:
             self._stale.add(key)
@@ -118,14 +117,11 @@ class Agent(ConditionWriter):
 
     def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
-        slot = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        old = self.slices.pop(slot, None)
-        info = None if event == "DELETED" else adapt_endpointslice(body)
-        if old is not None:
-            self.slices_of.remove(slot, old.service)
-        if info is not None:
-            self.slices[slot] = info
-            self.slices_of.add(slot, info)
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        info = None
+        if event != "DELETED":  # no endpoint addresses: no announcing decision reads them
+            info = adapt_endpointslice(body, addresses=False, share=self.share)
+        old = self.slices.put(namespace, name, info)
         if old == info:
             return
         self._stale.update(i.service for i in (old, info) if i is not None and i.service)
@@ -240,7 +236,7 @@ class Agent(ConditionWriter):
         kept = () if whole else self.groups
         reuse = {g.services: g for g in kept if stale.isdisjoint(g.services)}
         self.groups = plan_l2(
-            config, services, self.slices_of, nodes, lb_class=self.lb_class, reuse=reuse
+            config, services, self.slices, nodes, lb_class=self.lb_class, reuse=reuse
         )
         self.dataplane.update(self._plan_for_dataplane())
         if self.bgp is not None:
@@ -251,7 +247,7 @@ class Agent(ConditionWriter):
                 changed = [self.services[k].held for k in stale if k in self.services]
                 for key in stale:
                     self._bgp_by.pop(key, None)
-            for plan in plan_bgp(config, changed, self.slices_of, nodes, lb_class=self.lb_class):
+            for plan in plan_bgp(config, changed, self.slices, nodes, lb_class=self.lb_class):
                 self._bgp_by[plan.service] = plan
             self.bgp_plans = tuple(self._bgp_by[k] for k in sorted(self._bgp_by))
             await self.bgp.update(config, self.bgp_plans, self.nodes.get(self.node))
@@ -274,12 +270,10 @@ class Agent(ConditionWriter):
             if ip not in group.ips:
                 continue
             for key in group.services:
-                observed = self.services.get(key)
                 namespace, _, name = key.partition("/")
-                uid = observed.uid if observed else ""
                 post = functools.partial(
                     self.kube.post_event, namespace, name,
-                    uid=uid, type_=type_, reason=reason, message=message,
+                    type_=type_, reason=reason, message=message,
                 )  # fmt: skip
                 with contextlib.suppress(KubeError):
                     await asyncio.to_thread(post)

@@ -111,8 +111,9 @@ class BGPSide:
             known = kept.get(plan.service)
             if known is not None and known[0] is plan:
                 fresh[plan.service] = known
-            else:
-                fresh[plan.service] = (plan, view.contribution(plan))
+            elif contribution := view.contribution(plan):
+                fresh[plan.service] = (plan, contribution)
+            # else nothing kept: a plan this node does not announce costs one lookup again
         self._contributions = fresh
         return merge_routes((key, c) for key, (_, c) in fresh.items())
 

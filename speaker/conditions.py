@@ -28,6 +28,7 @@ from lbctl.core.reasons import BGPFailure, L2Failure
 from speaker.bgp import BGPSide
 from speaker.dataplane import DataPlane
 from speaker.dataplane_types import Held
+from speaker.indexes import Sharing
 from speaker.kube import Kube, KubeError
 from speaker.metrics import Metrics
 
@@ -46,10 +47,9 @@ class Announcing:
 @dataclass(slots=True)
 class Observed:
     """What the speaker keeps of a Service: parsed fields and its current conditions (Shown,
-    not the body's dicts: ~0.7 KiB less per Service)."""
+    not the body's dicts: ~0.7 KiB less per Service). No uid: an Event reads it when posted."""
 
     held: HeldService
-    uid: str
     generation: int
     condition: Shown | None  # AnnouncedL2
     bgp_condition: Shown | None = None  # AnnouncedBGP
@@ -72,6 +72,7 @@ class ConditionWriter:
     bgp: BGPSide | None
     bgp_plans: tuple[ServiceRoutes, ...]
     held: dict[IPAddress, Held]
+    share: Sharing  # one copy of equal strings (Shown.of)
 
     def _writes(self, group: AnnouncementGroup) -> Announcing | None:
         """What this node says of `group` if it is the one to write its condition, else None:
@@ -132,13 +133,13 @@ class ConditionWriter:
                   if (body := self._body(o, said, kind)) is not None]  # fmt: skip
         if not patches:
             return
-        queue = iter(patches)
+        queue, share = iter(patches), self.share
 
         async def writer() -> None:
             for key, observed, kind, body in queue:
                 if await self._patch(key, body):
                     # None after a removal()
-                    condition = None if body.get("$patch") == "delete" else Shown.of(body)
+                    condition = None if body.get("$patch") == "delete" else Shown.of(body, share)
                     if kind is l2condition.KIND:
                         observed.condition = condition
                     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from lbctl.core import annotations as ann
 from lbctl.core.adapt_read import ip_or_none as _ip
@@ -14,6 +15,15 @@ from lbctl.core.adapt_read import mapping as _map
 from lbctl.core.adapt_read import pairs as _pairs
 from lbctl.core.adapt_read import text as _text
 from lbctl.core.model import IPAddress, NodeName, ServiceKey, service_key
+
+T = TypeVar("T")
+
+
+class Share(Protocol):
+    """A value -> one shared copy of an equal value (adapt_endpointslice's `share`)."""
+
+    def __call__(self, value: T, /) -> T: ...
+
 
 # --- Nodes ---------------------------------------------------------------------------------------
 
@@ -100,14 +110,18 @@ def _condition(conditions: Mapping[str, object], key: str, default: bool) -> boo
     return value if isinstance(value, bool) else default
 
 
-def _endpoint(entry: object) -> EndpointInfo:
+def _same(value: T) -> T:
+    return value
+
+
+def _endpoint(entry: object, addresses: bool) -> EndpointInfo:
     conditions = _map(entry, "conditions")
     # The API's rules for unset conditions: ready means true, serving defers to ready.
     ready = _condition(conditions, "ready", True)
-    addresses = (_ip(a) for a in _list(entry, "addresses") if isinstance(a, str))
+    parsed = (_ip(a) for a in _list(entry, "addresses") if isinstance(a, str)) if addresses else ()
     node = _text(entry, "nodeName")
     return EndpointInfo(
-        addresses=tuple(ip for ip in addresses if ip is not None),
+        addresses=tuple(ip for ip in parsed if ip is not None),
         node_name=NodeName(node) if node else None,
         ready=ready,
         serving=_condition(conditions, "serving", ready),
@@ -115,12 +129,19 @@ def _endpoint(entry: object) -> EndpointInfo:
     )
 
 
-def adapt_endpointslice(body: Mapping[str, object]) -> EndpointSliceInfo:
+def adapt_endpointslice(
+    body: Mapping[str, object], *, addresses: bool = True, share: Share = _same
+) -> EndpointSliceInfo:
+    """`addresses=False` leaves every endpoint's addresses out (the speaker: no announcing
+    decision reads them); `share` returns one shared copy of an equal value (the speaker's table,
+    so that 10,000 slices of one ready endpoint on one node hold one EndpointInfo and one tuple
+    of it, not 10,000 of each); it is given each endpoint and the endpoints' tuple."""
     meta = _map(body, "metadata")
     service = _text(_map(meta, "labels"), ann.SERVICE_NAME_LABEL)
     namespace = _text(meta, "namespace") or "default"
+    endpoints = (share(_endpoint(e, addresses)) for e in _list(body, "endpoints"))
     return EndpointSliceInfo(
         name=_text(meta, "name") or "",
         service=service_key(namespace, service) if service else None,
-        endpoints=tuple(_endpoint(e) for e in _list(body, "endpoints")),
+        endpoints=share(tuple(endpoints)),
     )

@@ -157,10 +157,11 @@ def _plan_service(
     pools: tuple[PoolName | None, ...],
     reaches: Sequence[_Reach],
     slices: Sequence[EndpointSliceInfo],
+    shared: dict[tuple[object, ...], tuple[object, ...]],
 ) -> ServiceRoutes:
     """`pools` and `reaches` hold the pool and the _Reach (its pool and family) of each IP of
     the Service, in ips order: eligibility goes by the first; a node's peers are those of all
-    its IPs' families."""
+    its IPs' families. `shared`: the plan's equal rankings as one tuple."""
     key_ip, reach, pool = service.ips[0], reaches[0], pools[0]
     names = tuple(a.name for a in reach.advertisements)
     failure: BGPFailure | None = None
@@ -180,6 +181,7 @@ def _plan_service(
                 skipped = MappingProxyType({**skipped, **lost_skips})
                 candidates = local
         ranking = election.rank(candidates, key_ip)
+        ranking = shared.setdefault(ranking, ranking)  # type: ignore[assignment]
         if len(reaches) == 1:
             peers = MappingProxyType({n: reach.peers[n] for n in ranking})
         else:
@@ -211,10 +213,13 @@ def plan_bgp(
     known = sorted((n for n in nodes if n.name), key=lambda n: n.name)
     node_peers = {n.name: peers_for(config, n) for n in known}
     reaches: dict[tuple[PoolName | None, int], _Reach] = {}
+    # Equal pool tuples and rankings as one object each: few pools and nodes give few.
+    shared: dict[tuple[object, ...], tuple[object, ...]] = {}
     plans = []
     for key in sorted(wanted):
         service = wanted[key]
         pools = tuple(pool_of(config, service, ip) for ip in service.ips)
+        pools = shared.setdefault(pools, pools)  # type: ignore[assignment]
         mine = []
         for ip, pool in zip(service.ips, pools, strict=True):
             slot = (pool, ip.version)
@@ -222,7 +227,7 @@ def plan_bgp(
                 covering = advertisements_for(config, pool)
                 reaches[slot] = _reach(covering, known, node_peers, ip.version)
             mine.append(reaches[slot])
-        plans.append(_plan_service(service, pools, mine, slices.get(key, ())))
+        plans.append(_plan_service(service, pools, mine, slices.get(key, ()), shared))
     return tuple(plans)
 
 

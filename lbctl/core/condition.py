@@ -10,7 +10,7 @@ same decision gives the same bytes; lastTransitionTime moves only when the statu
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -22,6 +22,11 @@ MAX_MESSAGE = 1024
 
 # The reason: a StrEnum (CamelCase values) in lbctl.core.reasons.
 Reason_co = TypeVar("Reason_co", bound=str, covariant=True)
+Share = Callable[[str], str]  # a string -> one shared copy of it (Shown.of)
+
+
+def _same(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +70,19 @@ class Shown:
     since: object  # lastTransitionTime
 
     @classmethod
-    def of(cls, cond: Mapping[str, object] | None) -> Shown | None:
+    def of(cls, cond: Mapping[str, object] | None, share: Share = _same) -> Shown | None:
+        """`share` returns one shared copy of an equal string (the speaker's table: a write
+        burst gives thousands of conditions one lastTransitionTime, and failures one message)."""
         if cond is None:
             return None
         status, reason = cond.get("status"), cond.get("reason")
+        message, since = cond.get("message"), cond.get("lastTransitionTime")
         return cls(
             sys.intern(status) if isinstance(status, str) else status,
             sys.intern(reason) if isinstance(reason, str) else reason,
-            cond.get("message"),
+            share(message) if isinstance(message, str) else message,
             cond.get("observedGeneration", 0),  # the API server omits a zero
-            cond.get("lastTransitionTime"),
+            share(since) if isinstance(since, str) else since,
         )
 
 
@@ -118,9 +126,9 @@ class Kind:
 
     type_: str
 
-    def find(self, status: object) -> Shown | None:
-        """Our condition in a status mapping, as Shown, or None."""
-        return Shown.of(find(status, self.type_))
+    def find(self, status: object, share: Share = _same) -> Shown | None:
+        """Our condition in a status mapping, as Shown (`share`: Shown.of's), or None."""
+        return Shown.of(find(status, self.type_), share)
 
     def up_to_date(self, previous: Shown | None, said: Verdict[str], generation: int) -> bool:
         """Whether `previous` (find()'s result) already says this: then nothing is written."""

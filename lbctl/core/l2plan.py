@@ -177,7 +177,9 @@ def _plan_group(
     config: Config,
     reach_of: Callable[[PoolName | None], _Reach],
     slices: Mapping[ServiceKey, Sequence[EndpointSliceInfo]],
+    rankings: dict[tuple[NodeName, ...], tuple[NodeName, ...]],
 ) -> AnnouncementGroup:
+    """`rankings`: the plan's equal rankings as one tuple (few nodes give few distinct ones)."""
     key_ip = members[0].ips[0]
     pool = pool_of(config, members[0], key_ip)
     reach = reach_of(pool)
@@ -190,10 +192,12 @@ def _plan_group(
         failure = L2Failure.NO_READY_ENDPOINTS
     else:
         ranking, skipped = _rank_group(key_ip, active, reach, slices)
+        ranking = rankings.setdefault(ranking, ranking)
         failure = None if ranking else L2Failure.NO_ELIGIBLE_NODE
+    ips = tuple(dict.fromkeys(ip for s in members for ip in s.ips))
     return AnnouncementGroup(
         services=tuple(s.key for s in members),
-        ips=tuple(dict.fromkeys(ip for s in members for ip in s.ips)),
+        ips=members[0].ips if ips == members[0].ips else ips,  # one Service's: its own tuple
         key_ip=key_ip,
         pool=pool,
         advertisements=reach.advertisements,
@@ -232,7 +236,8 @@ def plan_l2(
         return reaches[pool]
 
     kept = reuse or {}
+    rankings: dict[tuple[NodeName, ...], tuple[NodeName, ...]] = {}
     return tuple(
-        kept.get(tuple(s.key for s in m)) or _plan_group(m, config, reach_of, slices)
+        kept.get(tuple(s.key for s in m)) or _plan_group(m, config, reach_of, slices, rankings)
         for m in _groups(wanted)
     )

@@ -76,7 +76,8 @@ class Recorder(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         Recorder.seen.append((self.command, self.path, dict(self.headers), body))
-        data = json.dumps({"data": {"password": base64.b64encode(b"s3cret").decode()}}).encode()
+        data = json.dumps({"data": {"password": base64.b64encode(b"s3cret").decode()},
+                           "metadata": {"uid": "u1"}}).encode()  # fmt: skip
         self.send_response(Recorder.status)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -106,7 +107,7 @@ def test_speaker_requests_reach_the_paths_the_kubernetes_client_used(kube: Kube)
     kube.patch_condition("ns", "web", {"type": "lbctl.io/AnnouncedL2", "status": "True"})
     kube.annotate_node("lbctl.io/bgp-sessions", "{}")
     assert kube.read_secret_key("ns", "peer-pw", "password") == "s3cret"
-    kube.post_event("ns", "web", uid="u1", type_="Warning", reason="R", message="m")
+    kube.post_event("ns", "web", type_="Warning", reason="R", message="m")
     got = [
         (method, path, headers.get("Content-Type")) for method, path, headers, _ in Recorder.seen
     ]
@@ -116,13 +117,14 @@ def test_speaker_requests_reach_the_paths_the_kubernetes_client_used(kube: Kube)
         ("PATCH", "/api/v1/namespaces/ns/services/web/status", strategic),
         ("PATCH", "/api/v1/nodes/node-1", strategic),
         ("GET", "/api/v1/namespaces/ns/secrets/peer-pw", None),
+        ("GET", "/api/v1/namespaces/ns/services/web", None),  # the Event's uid
         ("POST", "/api/v1/namespaces/ns/events", "application/json"),
     ]
     assert all(h["Authorization"] == "Bearer t0k" for _, _, h, _ in Recorder.seen)
     assert Recorder.seen[1][3] == {
         "status": {"conditions": [{"type": "lbctl.io/AnnouncedL2", "status": "True"}]}
     }
-    assert Recorder.seen[4][3]["involvedObject"]["uid"] == "u1"
+    assert Recorder.seen[5][3]["involvedObject"]["uid"] == "u1"
 
 
 def test_an_error_status_is_a_kube_error_with_that_status(kube: Kube) -> None:

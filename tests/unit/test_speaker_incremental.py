@@ -96,7 +96,7 @@ def whole(me: Agent) -> tuple[object, ...]:
     assert me.config is not None
     services = [o.held for o in me.services.values()]
     slices: dict[Any, list[Any]] = {}
-    for info in me.slices.values():
+    for info in me.slices.every():
         if info.service is not None:
             slices.setdefault(info.service, []).append(info)
     groups = plan_l2(me.config, services, slices, me.nodes.values())
