@@ -259,7 +259,8 @@ class Agent(ConditionWriter):
             name: info.internal_ips[0] for name, info in self.nodes.items() if info.internal_ips
         }
         groups = tuple(Group(g.key_ip, g.ips, g.ranking) for g in self.groups if g.ranking)
-        interfaces = {g.key_ip: g.interfaces_for(self.node) for g in self.groups}
+        # () (the interface whose subnet holds the VIP) is the data plane's default: not kept.
+        interfaces = {g.key_ip: i for g in self.groups if (i := g.interfaces_for(self.node))}
         return Plan(groups, interfaces, addresses)
 
     # -- Events --------------------------------------------------------------------------------

@@ -129,11 +129,11 @@ class ConditionWriter:
                 )
                 said = None if silent else self.bgp.verdict(plan, self.node_sessions)
                 due.append((plan.service, seen, bgpcondition.KIND, said))
-        patches = [(k, o, kind, body) for k, o, kind, said in due
-                  if (body := self._body(o, said, kind)) is not None]  # fmt: skip
-        if not patches:
-            return
-        queue, share = iter(patches), self.share
+        # Each body is made when a writer takes it, not all first: a config edit's thousands of
+        # bodies (~0.5 KiB each) held at once were a peak that fragments the heap for good.
+        queue = ((k, o, kind, body) for k, o, kind, said in due
+                 if (body := self._body(o, said, kind)) is not None)  # fmt: skip
+        share = self.share
 
         async def writer() -> None:
             for key, observed, kind, body in queue:
@@ -145,7 +145,7 @@ class ConditionWriter:
                     else:
                         observed.bgp_condition = condition
 
-        await asyncio.gather(*(writer() for _ in range(min(CONDITION_WRITERS, len(patches)))))
+        await asyncio.gather(*(writer() for _ in range(min(CONDITION_WRITERS, len(due)))))
 
     def _body(
         self, observed: Observed, said: L2Verdict | None, kind: Kind

@@ -8,6 +8,7 @@ never raises: a Service whose annotations or spec cannot be used becomes an Adap
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -100,7 +101,8 @@ def allocated_pool(body: Mapping[str, object]) -> str | None:
     for key in ann.keys_for(ann.IP_ALLOCATED_FROM_POOL):
         value = _text(annotations, key)
         if value and value.strip():
-            return value.strip()
+            # Interned: a handful of pool names, held by every Service the speaker keeps.
+            return sys.intern(value.strip())
     return None
 
 
