@@ -117,7 +117,8 @@ class ConditionWriter:
             for key, observed in members:
                 said = None if silent else l2condition.verdict(group, key, writes.node,
                                                                writes.interfaces)  # fmt: skip
-                due.append((key, observed, l2condition.KIND, said))
+                if not self._shows(observed, said, l2condition.KIND):
+                    due.append((key, observed, l2condition.KIND, said))
         if self.bgp is not None:
             for plan in self.bgp_plans:
                 seen = self.services.get(plan.service)
@@ -128,9 +129,12 @@ class ConditionWriter:
                     pool, bgp=False
                 )
                 said = None if silent else self.bgp.verdict(plan, self.node_sessions)
-                due.append((plan.service, seen, bgpcondition.KIND, said))
-        # Each body is made when a writer takes it, not all first: a config edit's thousands of
-        # bodies (~0.5 KiB each) held at once were a peak that fragments the heap for good.
+                if not self._shows(seen, said, bgpcondition.KIND):
+                    due.append((plan.service, seen, bgpcondition.KIND, said))
+        # Only what must change is kept (a pass that finds 10,000 conditions right holds none of
+        # them), and each body is made when a writer takes it (None if a watch event showed it
+        # written meanwhile): a config edit's thousands of bodies (~0.5 KiB each) held at once
+        # were a peak that fragments the heap for good.
         queue = ((k, o, kind, body) for k, o, kind, said in due
                  if (body := self._body(o, said, kind)) is not None)  # fmt: skip
         share = self.share
@@ -147,16 +151,24 @@ class ConditionWriter:
 
         await asyncio.gather(*(writer() for _ in range(min(CONDITION_WRITERS, len(due)))))
 
+    @staticmethod
+    def _shows(observed: Observed, said: L2Verdict | None, kind: Kind) -> bool:
+        """Whether the Service's condition of `kind` already says `said` (None: it has none)."""
+        previous = observed.condition if kind is l2condition.KIND else observed.bgp_condition
+        if said is None:
+            return previous is None
+        return kind.up_to_date(previous, said, observed.generation)
+
     def _body(
         self, observed: Observed, said: L2Verdict | None, kind: Kind
     ) -> dict[str, object] | None:
         """The patch that makes the Service's condition of `kind` say `said` (None: remove
         it), or None when it already does."""
+        if self._shows(observed, said, kind):
+            return None
         previous = observed.condition if kind is l2condition.KIND else observed.bgp_condition
         if said is None:
-            return None if previous is None else kind.removal()
-        if kind.up_to_date(previous, said, observed.generation):
-            return None
+            return kind.removal()
         return kind.condition(
             said, generation=observed.generation, now=datetime.now(UTC), previous=previous
         )
