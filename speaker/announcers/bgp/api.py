@@ -22,10 +22,13 @@ START_TIMEOUT = 10.0
 RESTART_FIRST, RESTART_CAP, STABLE = 0.0, 10.0, 30.0
 # Prefixes per `announce attributes ... nlri` / `withdraw attributes ... nlri` command. ExaBGP
 # runs a command as a generator, one step per prefix, at most 50 steps (Asynchronous.LIMIT) per
-# turn of its reactor, and a turn with a command still unfinished sleeps like an idle one
-# (speed / 100 s, 50 ms with process.ENV): a 500-prefix command took 0.57 s, 0.48 s of it asleep.
-# Under 50 a command ends in the turn that read it, and the next command wakes the reactor:
-# 10,000 prefixes in 1.65 s instead of 11.8 s (docs/performance.md, BGP speaker).
+# turn of its reactor, and unless its peer has updates to send, a turn with a command unfinished
+# sleeps like an idle one (speed / 100 s: 50 ms with process.ENV). With the session not up yet
+# (a restarted ExaBGP being re-sent every route) a 500-prefix command took 0.57 s, 0.48 s of it
+# asleep, and 10,000 prefixes 11.8 s; under 50 a command ends in the turn that read it: 1.65 s.
+# Each command then also stays far below COMMAND_TIMEOUT on a loaded machine. With the session
+# up, 40 and 500 came out the same within noise (bench/bgp.py, 10,000 to BIRD: p50 10.5 s
+# against 11.0 s at load 6-11).
 BATCH = 40
 # A session not Established this long after its ExaBGP started gets one WARNING naming what to
 # check (address, port, ASNs, TCP-MD5 password: a wrong password is silent on the wire).
