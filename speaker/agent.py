@@ -13,12 +13,13 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from lbctl.configmap import load_configmap
 from lbctl.core import bgpcondition, l2condition
 from lbctl.core.adapt import (
+    HeldService,
     NodeInfo,
     adapt_endpointslice,
     adapt_held_service,
@@ -27,9 +28,9 @@ from lbctl.core.adapt import (
 )
 from lbctl.core.bgpcondition import Sessions
 from lbctl.core.bgpplan import ServiceRoutes, plan_bgp
-from lbctl.core.l2plan import AnnouncementGroup, plan_l2
 from lbctl.core.liveness_types import Group
 from lbctl.core.model import Config, ConfigError, IPAddress, NodeName, ServiceKey
+from lbctl.core.plantables import GroupTable
 from speaker.bgp import Announcer as BGPAnnouncer
 from speaker.bgp import BGPSide
 from speaker.conditions import ConditionWriter, Observed
@@ -43,6 +44,8 @@ log = logging.getLogger("lbctl.speaker")
 FRESH_EVERY = 2.0  # s between freshness probes (GET /version)
 FRESH_FOR = 30.0  # s the API view stays fresh after a probe answered (an idle watch proves nothing)
 SETTLE = 0.005  # s to gather a burst of watch events into one plan
+GATHER_MAX = 1.0  # s a plan or conditions pass waits at most after a slow one (see _paced)
+FULL_PASS_EVERY = 300.0  # s between conditions passes over every Service (a safety net)
 
 
 class Agent(ConditionWriter):
@@ -73,12 +76,17 @@ class Agent(ConditionWriter):
         self._stale: set[ServiceKey] = set()
         self._world = 0
         self._planned_world = -1
-        self._bgp_by: dict[ServiceKey, ServiceRoutes] = {}
         self.nodes: dict[NodeName, NodeInfo] = {}
         self.config: Config | None = None
-        self.groups: tuple[AnnouncementGroup, ...] = ()
-        self.bgp_plans: tuple[ServiceRoutes, ...] = ()
-        self.bgp = None if bgp is None else BGPSide(node, kube, metrics, bgp, self._mark)
+        self.l2 = GroupTable()  # the L2 plan
+        self.bgp_by: dict[ServiceKey, ServiceRoutes] = {}  # the BGP plan, per Service
+        # The data plane's share of the L2 plan (groups with a ranking), kept per group
+        self._dp_groups: dict[IPAddress, Group] = {}
+        self._dp_interfaces: dict[IPAddress, tuple[str, ...]] = {}
+        self._recheck: set[ServiceKey] | None = None  # conditions to check (None: all)
+        self.bgp = None
+        if bgp is not None:
+            self.bgp = BGPSide(node, kube, metrics, bgp, self._sessions_changed)
         self.node_sessions: dict[NodeName, Sessions] = {}  # each node's published BGP sessions
         self.held: dict[IPAddress, Held] = {}
         self.fresh_until = 0.0
@@ -113,7 +121,7 @@ class Agent(ConditionWriter):
             self._stale.add(key)
             self._dirty.set()
         else:
-            self._conditions_due.set()
+            self._check(key)
 
     def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -141,7 +149,7 @@ class Agent(ConditionWriter):
         if self.nodes.get(info.name) == info:
             if self.node_sessions.get(info.name) != sessions:
                 self.node_sessions[info.name] = sessions
-                self._conditions_due.set()
+                self._check(None)
             return
         self.nodes[info.name] = info
         self.node_sessions[info.name] = sessions
@@ -169,13 +177,30 @@ class Agent(ConditionWriter):
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._held_changed, held)
 
-    def _mark(self) -> None:
-        self._dirty.set()
+    def _sessions_changed(self, states: bool) -> None:
+        """The BGP announcer's report changed: a session's state (`states`: every BGP condition
+        may change) or only the routes acknowledged (those of Services still sending)."""
+        assert self.bgp is not None
+        if states:
+            self._recheck = None
+        elif self._recheck is not None:
+            self._recheck |= self.bgp.sending
+        self.bgp.sending.clear()
+        self._dirty.set()  # the plan publishes this node's session states
 
     def _held_changed(self, held: dict[IPAddress, Held]) -> None:
         self.held = held
         self.metrics.set_announced(self.node, held)
+        self._recheck = None
         self._dirty.set()
+
+    def _check(self, key: ServiceKey | None) -> None:
+        """Conditions to check again: one Service's, or all (None)."""
+        if key is None:
+            self._recheck = None
+        elif self._recheck is not None:
+            self._recheck.add(key)
+        self._conditions_due.set()
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -188,26 +213,50 @@ class Agent(ConditionWriter):
             group.create_task(self._freshness())
 
     async def _plans(self) -> None:
-        while True:
-            await self._dirty.wait()
-            await asyncio.sleep(SETTLE)
-            self._dirty.clear()
-            try:
-                await self.replan()
-            except Exception:  # the loop boundary: log and keep planning
-                self._planned_world = -1  # the next plan starts from scratch
-                log.exception("plan_failed node=%s", self.node)
+        def failed() -> None:
+            self._planned_world = -1  # the next plan starts from scratch
+
+        await self._paced("plan", self._dirty, self.replan, failed)
 
     async def _conditions(self) -> None:
         """Condition writes on their own task: a plan (and so the data plane and the BGP routes)
         never waits behind the API writes of the plan before it."""
+
+        def failed() -> None:
+            self._recheck = None  # the next pass checks every Service
+
+        async def every() -> None:
+            while True:
+                await asyncio.sleep(FULL_PASS_EVERY)
+                self._check(None)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(every())
+            await self._paced("conditions", self._conditions_due, self._write_conditions, failed)
+
+    async def _paced(
+        self,
+        what: str,
+        due: asyncio.Event,
+        work: Callable[[], Awaitable[None]],
+        failed: Callable[[], None],
+    ) -> None:
+        """Run `work` whenever `due` is set, gathering events meanwhile: after a pass that took
+        t seconds the next one starts t later (at most GATHER_MAX), so a burst of watch events
+        costs one pass per batch, and passes take at most about half of the loop's time."""
+        ready_at = 0.0
         while True:
-            await self._conditions_due.wait()
-            self._conditions_due.clear()
+            await due.wait()
+            await asyncio.sleep(max(SETTLE, ready_at - time.monotonic()))
+            due.clear()
+            start = time.monotonic()
             try:
-                await self._write_conditions()
-            except Exception:  # the loop boundary: log and keep writing
-                log.exception("conditions_failed node=%s", self.node)
+                await work()
+            except Exception:  # the loop boundary: log and keep going
+                log.exception("%s_failed node=%s", what, self.node)
+                failed()
+            end = time.monotonic()
+            ready_at = end + min(end - start, GATHER_MAX)
 
     async def _freshness(self) -> None:
         while True:
@@ -224,52 +273,76 @@ class Agent(ConditionWriter):
     async def replan(self) -> None:
         """Plan L2 and BGP. Incremental: while the config and the Nodes are the ones of the
         last plan, only the Services that changed since (their own fields or their slices) are
-        planned again, and the rest of the last plan is kept; plans are pure functions of those
-        inputs, so the result is the one a whole plan would give."""
+        planned again (with, for L2, the Services sharing an IP with them), and the rest of the
+        last plan is kept; plans are pure functions of those inputs, so the result is the one a
+        whole plan would give (tests/unit/test_speaker_incremental.py)."""
         if self.config is None:
             return
-        config, nodes = self.config, self.nodes.values()
+        config, nodes, lb_class = self.config, self.nodes.values(), self.lb_class
         whole = self._planned_world != self._world
         stale, self._stale = self._stale, set()
         self._planned_world = self._world
-        services = [o.held for o in self.services.values()]
-        kept = () if whole else self.groups
-        reuse = {g.services: g for g in kept if stale.isdisjoint(g.services)}
-        self.groups = plan_l2(
-            config, services, self.slices, nodes, lb_class=self.lb_class, reuse=reuse
-        )
-        self.dataplane.update(self._plan_for_dataplane())
+        services = [o.held for o in self.services.values()] if whole else []
+        if whole:
+            self.l2.plan_all(config, services, self.slices, nodes, lb_class=lb_class)
+            self._recheck = None
+        else:
+            affected = self.l2.replan(config, stale, self._held_of, self.slices, nodes,
+                                      lb_class=lb_class)  # fmt: skip
+            if self._recheck is not None:
+                self._recheck |= affected
+        self._update_dataplane(whole)
         if self.bgp is not None:
             if whole:
-                self._bgp_by = {}
-                changed = services
+                plans = plan_bgp(config, services, self.slices, nodes, lb_class=lb_class)
+                self.bgp_by = {plan.service: plan for plan in plans}
             else:
-                changed = [self.services[k].held for k in stale if k in self.services]
                 for key in stale:
-                    self._bgp_by.pop(key, None)
-            for plan in plan_bgp(config, changed, self.slices, nodes, lb_class=self.lb_class):
-                self._bgp_by[plan.service] = plan
-            self.bgp_plans = tuple(self._bgp_by[k] for k in sorted(self._bgp_by))
-            await self.bgp.update(config, self.bgp_plans, self.nodes.get(self.node))
+                    self.bgp_by.pop(key, None)
+                changed = [h for k in stale if (h := self._held_of(k)) is not None]
+                for plan in plan_bgp(config, changed, self.slices, nodes, lb_class=lb_class):
+                    self.bgp_by[plan.service] = plan
+                if self._recheck is not None:
+                    self._recheck |= stale
+            me = self.nodes.get(self.node)
+            await self.bgp.update(config, self.bgp_by, me, None if whole else stale)
             await self.bgp.publish()
         self._conditions_due.set()
 
-    def _plan_for_dataplane(self) -> Plan:
+    def _held_of(self, key: ServiceKey) -> HeldService | None:
+        observed = self.services.get(key)
+        return None if observed is None else observed.held
+
+    def _update_dataplane(self, whole: bool) -> None:
+        """Hand the data plane the groups this plan ranks somebody for, when they changed."""
+        changed = self.l2.take_changed()
+        if whole:
+            self._dp_groups, self._dp_interfaces = {}, {}
+            changed = set(self.l2.groups)
+        elif not changed:
+            return
+        for key_ip in changed:
+            group = self.l2.groups.get(key_ip)
+            self._dp_groups.pop(key_ip, None)
+            self._dp_interfaces.pop(key_ip, None)
+            if group is None or not group.ranking:
+                continue
+            self._dp_groups[key_ip] = Group(group.key_ip, group.ips, group.ranking)
+            # () (the interface whose subnet holds the VIP) is the data plane's default: not kept
+            if interfaces := group.interfaces_for(self.node):
+                self._dp_interfaces[key_ip] = interfaces
         addresses = {
             name: info.internal_ips[0] for name, info in self.nodes.items() if info.internal_ips
         }
-        groups = tuple(Group(g.key_ip, g.ips, g.ranking) for g in self.groups if g.ranking)
-        # () (the interface whose subnet holds the VIP) is the data plane's default: not kept.
-        interfaces = {g.key_ip: i for g in self.groups if (i := g.interfaces_for(self.node))}
-        return Plan(groups, interfaces, addresses)
+        groups = tuple(self._dp_groups.values())
+        self.dataplane.update(Plan(groups, dict(self._dp_interfaces), addresses))
 
     # -- Events --------------------------------------------------------------------------------
 
     async def post_event(self, ip: IPAddress, type_: str, reason: str, message: str) -> None:
         """An Event on every Service holding `ip`."""
-        for group in self.groups:
-            if ip not in group.ips:
-                continue
+        group = self.l2.of_ip(ip)
+        if group is not None:
             for key in group.services:
                 namespace, _, name = key.partition("/")
                 post = functools.partial(

@@ -20,17 +20,11 @@ from typing import Protocol
 from lbctl.core import bgpcondition, election
 from lbctl.core.adapt import NodeInfo
 from lbctl.core.bgpcondition import Sessions, SessionState
-from lbctl.core.bgpplan import (
-    Contribution,
-    NodeRoutes,
-    NodeView,
-    ServiceRoutes,
-    merge_routes,
-    sessions_for,
-)
-from lbctl.core.bgproutes import Desired, Session, Statuses
+from lbctl.core.bgpplan import NodeView, ServiceRoutes, sessions_for
+from lbctl.core.bgproutes import Desired, IPNetwork, RouteAttrs, Session, Statuses
 from lbctl.core.l2condition import L2Verdict
 from lbctl.core.model import BGPPeer, Config, NodeName, PeerName, Secret, SecretRef, ServiceKey
+from lbctl.core.plantables import RouteTable
 from speaker.kube import Kube, KubeError
 from speaker.metrics import Metrics
 
@@ -57,29 +51,37 @@ class BGPSide:
         kube: Kube,
         metrics: Metrics,
         announcer: Announcer,
-        on_change: Callable[[], None],
+        on_change: Callable[[bool], None],
     ) -> None:
         self.node = node
         self.kube = kube
         self.metrics = metrics
         self.announcer = announcer
         self.on_change = on_change
-        self.routes = NodeRoutes({}, {})
+        self.table = RouteTable()  # this node's routes, per Service and merged per peer
+        self._handed: dict[PeerName, dict[IPNetwork, RouteAttrs]] = {}  # the announcer's copy
         self.statuses: Statuses = {}
         self.published: str | None = None  # the annotation value last written
         self.peers: dict[PeerName, BGPPeer] = {}
         self._secrets: dict[SecretRef, tuple[float, Secret | None]] = {}
         self._said: set[str] = set()  # secret problems already logged
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._view: NodeView | None = None  # the config and node the contributions are for
-        self._contributions: dict[ServiceKey, tuple[ServiceRoutes, Contribution]] = {}
+        self._view: NodeView | None = None  # the config and node the table is for
+        # Services whose condition said "sending" (routes not all acknowledged): checked again
+        # when the announcer acknowledges more (the caller clears it)
+        self.sending: set[ServiceKey] = set()
 
     # -- plan -> announcer ---------------------------------------------------------------------
 
     async def update(
-        self, config: Config, plans: Iterable[ServiceRoutes], me: NodeInfo | None
+        self,
+        config: Config,
+        plans: Mapping[ServiceKey, ServiceRoutes],
+        me: NodeInfo | None,
+        changed: Iterable[ServiceKey] | None = None,
     ) -> None:
-        """Hand the announcer this node's sessions and routes (it diffs; unchanged is a no-op)."""
+        """Hand the announcer this node's sessions and routes (it diffs; unchanged is a no-op).
+        `changed`: the Services whose plans changed since the last update (None: any)."""
         self._loop = asyncio.get_running_loop()
         self.peers = sessions_for(config, me)
         sessions: dict[PeerName, Session] = {}
@@ -87,35 +89,44 @@ class BGPSide:
             session = await self._session(peer, me)
             if session is not None:
                 sessions[name] = session
-        self.routes = self._routes(config, plans, me)
-        desired = {name: routes for name, routes in self.routes.desired.items() if name in sessions}
+        self._routes(config, plans, me, changed)
+        # A peer's table is copied only when it changed: the announcer skips a table it has
+        # converged (the same object), and reads it on its own thread while this one edits.
+        table = self.table
+        for name in table.changed | (self._handed.keys() - table.desired.keys()):
+            if name in table.desired:
+                self._handed[name] = dict(table.desired[name])
+            else:
+                self._handed.pop(name, None)
+        table.changed.clear()
+        desired = {name: routes for name, routes in self._handed.items() if name in sessions}
         self.announcer.configure(sessions)
         self.announcer.sync(desired)
         for name in self.peers:
             self.metrics.bgp_desired.labels(peer=name).set(len(desired.get(name, {})))
 
     def _routes(
-        self, config: Config, plans: Iterable[ServiceRoutes], me: NodeInfo | None
-    ) -> NodeRoutes:
-        """routes_for, keeping each plan's contribution while the plan object, the config and
-        this node are the same: a plan that changes one Service recomputes one Service."""
+        self,
+        config: Config,
+        plans: Mapping[ServiceKey, ServiceRoutes],
+        me: NodeInfo | None,
+        changed: Iterable[ServiceKey] | None,
+    ) -> None:
+        """The route table, each changed Service's contribution replaced; all of them again
+        when the config or this node changed (a NodeView holds both)."""
         if me is None:
-            self._view, self._contributions = None, {}
-            return NodeRoutes({}, {})
+            self._view, self.table = None, RouteTable()
+            return
         view = self._view
         if view is None or view.config is not config or view.node != me:
             view = self._view = NodeView(config, me)
-            self._contributions = {}
-        kept, fresh = self._contributions, {}
-        for plan in plans:
-            known = kept.get(plan.service)
-            if known is not None and known[0] is plan:
-                fresh[plan.service] = known
-            elif contribution := view.contribution(plan):
-                fresh[plan.service] = (plan, contribution)
-            # else nothing kept: a plan this node does not announce costs one lookup again
-        self._contributions = fresh
-        return merge_routes((key, c) for key, (_, c) in fresh.items())
+            self.table, changed = RouteTable(), None
+        table = self.table
+        if changed is None:
+            changed = set(plans) | set(table.by_service)
+        for key in changed:
+            plan = plans.get(key)
+            table.put(key, None if plan is None else view.contribution(plan))
 
     async def _session(self, peer: BGPPeer, me: NodeInfo | None) -> Session | None:
         if me is None:
@@ -168,11 +179,18 @@ class BGPSide:
             loop.call_soon_threadsafe(self._status_changed, statuses)
 
     def _status_changed(self, statuses: Statuses) -> None:
-        self.statuses = statuses
+        before, self.statuses = self.statuses, statuses
+        # Anything but more routes acknowledged may change any Service's condition; more routes
+        # acknowledged, only those of the Services whose condition said "sending".
+        states = before.keys() != statuses.keys() or any(
+            (s.established, s.error) != (was.established, was.error) or not was.sent <= s.sent
+            for p, s in statuses.items()
+            if (was := before[p]) is not s
+        )
         for peer, status in statuses.items():
             self.metrics.bgp_session_up.labels(peer=peer).set(1 if status.established else 0)
             self.metrics.bgp_announced.labels(peer=peer).set(len(status.sent))
-        self.on_change()
+        self.on_change(states)
 
     def own_sessions(self) -> Sessions:
         return {
@@ -207,9 +225,10 @@ class BGPSide:
 
     def _sent(self, plan: ServiceRoutes) -> bool:
         """All of this node's routes for the Service acknowledged on its Established sessions."""
-        for peer, nets in self.routes.by_service.get(plan.service, {}).items():
+        for peer, nets in self.table.by_service.get(plan.service, {}).items():
             status = self.statuses.get(peer)
-            if status is not None and status.established and not nets <= status.sent:
+            if status is not None and status.established and not nets.keys() <= status.sent:
+                self.sending.add(plan.service)
                 return False
         return True
 

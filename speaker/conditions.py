@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from lbctl.core.eligibility import pool_of
 from lbctl.core.l2condition import L2Verdict
 from lbctl.core.l2plan import AnnouncementGroup
 from lbctl.core.model import Config, IPAddress, NodeName, PoolName, ServiceKey
+from lbctl.core.plantables import GroupTable
 from lbctl.core.reasons import BGPFailure, L2Failure
 from speaker.bgp import BGPSide
 from speaker.dataplane import DataPlane
@@ -68,9 +70,10 @@ class ConditionWriter:
     nodes: dict[NodeName, NodeInfo]
     node_sessions: dict[NodeName, Sessions]  # each node's published BGP sessions
     services: dict[ServiceKey, Observed]
-    groups: tuple[AnnouncementGroup, ...]
+    l2: GroupTable
     bgp: BGPSide | None
-    bgp_plans: tuple[ServiceRoutes, ...]
+    bgp_by: dict[ServiceKey, ServiceRoutes]
+    _recheck: set[ServiceKey] | None  # the Services whose conditions may be wrong (None: all)
     held: dict[IPAddress, Held]
     share: Sharing  # one copy of equal strings (Shown.of)
 
@@ -101,10 +104,17 @@ class ConditionWriter:
         return any(not a.pools or pool in a.pools for a in advertisements)
 
     async def _write_conditions(self) -> None:
-        """Every condition this node writes that does not say what it should, patched with
-        CONDITION_WRITERS patches in flight (a config edit may change thousands)."""
+        """Every condition this node writes that does not say what it should, among those that
+        may have changed since the last pass (every one after a change all of them read),
+        patched with CONDITION_WRITERS patches in flight (a config edit may change thousands)."""
+        recheck, self._recheck = self._recheck, set()
+        groups: Iterable[AnnouncementGroup] = self.l2.groups.values()
+        plans: Iterable[ServiceRoutes] = self.bgp_by.values()
+        if recheck is not None:
+            groups = {g.key_ip: g for k in recheck if (g := self.l2.of_service(k))}.values()
+            plans = [p for k in recheck if (p := self.bgp_by.get(k)) is not None]
         due: list[tuple[ServiceKey, Observed, Kind, L2Verdict | None]] = []
-        for group in self.groups:
+        for group in groups:
             silent = group.failure is L2Failure.NO_L2_ADVERTISEMENT and self._covered(
                 group.pool, bgp=True
             )
@@ -120,7 +130,7 @@ class ConditionWriter:
                 if not self._shows(observed, said, l2condition.KIND):
                     due.append((key, observed, l2condition.KIND, said))
         if self.bgp is not None:
-            for plan in self.bgp_plans:
+            for plan in plans:
                 seen = self.services.get(plan.service)
                 if seen is None or not self.bgp.writes(plan, self.nodes):
                     continue

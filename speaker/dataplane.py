@@ -65,6 +65,7 @@ class DataPlane(Messages):
         self._stop: asyncio.Event | None = None
         self._ticking: asyncio.Task[None] | None = None
         self._held: dict[IPAddress, Held] = {}
+        self._carry_changed = False  # the groups this node cannot carry changed since _apply
         self.ownership_changes = 0
         self._applied: tuple[dict[IPAddress, int], bool] | None = None
         self._dead: frozenset[NodeName] = frozenset()  # peers last logged dead
@@ -200,6 +201,7 @@ class DataPlane(Messages):
         )
         if cannot != self.liveness.cannot:
             self.liveness.set_cannot_carry(cannot, now)
+            self._carry_changed = True  # the control loop's NoInterfaceForIP conditions
 
     def _set_fresh(self, fresh: bool) -> None:
         self.fresh = fresh
@@ -224,8 +226,8 @@ class DataPlane(Messages):
         if held.keys() != self._held.keys():
             self.ownership_changes += len(held.keys() ^ self._held.keys())
             self._log_ownership(held)
-        changed = held != self._held
-        self._held = held
+        changed = held != self._held or self._carry_changed
+        self._held, self._carry_changed = held, False
         self.announcer.sync({ip: h.interface for h in held.values() for ip in h.ips})
         if changed:
             self.on_change(dict(held))

@@ -278,13 +278,13 @@ class NodeView:
                         adv.local_pref if peer.is_ibgp else None, tuple(sorted(adv.communities))
                     )
                     table = mine.setdefault(peer.name, {})
-                    table[net] = _merge(table[net], attrs) if net in table else attrs
+                    table[net] = merge_attrs(table[net], attrs) if net in table else attrs
         return mine
 
 
 def merge_routes(contributions: Iterable[tuple[ServiceKey, Contribution]]) -> NodeRoutes:
     """The node's routes from every Service's contribution (attributes of a prefix several
-    Services or advertisements give one peer merge: _merge)."""
+    Services or advertisements give one peer merge: merge_attrs)."""
     routes: dict[PeerName, dict[IPNetwork, RouteAttrs]] = {}
     by_service: dict[ServiceKey, Mapping[PeerName, frozenset[IPNetwork]]] = {}
     for key, contribution in contributions:
@@ -294,7 +294,7 @@ def merge_routes(contributions: Iterable[tuple[ServiceKey, Contribution]]) -> No
             table = routes.setdefault(peer, {})
             for net, attrs in nets.items():
                 known = table.get(net)
-                table[net] = attrs if known is None or known == attrs else _merge(known, attrs)
+                table[net] = attrs if known is None or known == attrs else merge_attrs(known, attrs)
         by_service[key] = {peer: frozenset(nets) for peer, nets in contribution.items()}
     return NodeRoutes(routes, by_service)
 
@@ -307,7 +307,9 @@ def routes_for(config: Config, plans: Iterable[ServiceRoutes], node: NodeInfo | 
     return merge_routes((plan.service, view.contribution(plan)) for plan in plans)
 
 
-def _merge(a: RouteAttrs, b: RouteAttrs) -> RouteAttrs:
+def merge_attrs(a: RouteAttrs, b: RouteAttrs) -> RouteAttrs:
+    """One prefix given to one peer twice: the higher local-pref, the sorted union of the
+    communities."""
     prefs = [p for p in (a.local_pref, b.local_pref) if p is not None]
     return RouteAttrs(
         max(prefs) if prefs else None, tuple(sorted(set(a.communities) | set(b.communities)))

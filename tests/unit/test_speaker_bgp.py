@@ -81,12 +81,12 @@ class Kube:
 
 def side(kube: Kube) -> tuple[BGPSide, Announcer]:
     announcer = Announcer()
-    return BGPSide(ME, kube, Metrics(), announcer, lambda: None), announcer  # type: ignore[arg-type]
+    return BGPSide(ME, kube, Metrics(), announcer, lambda _: None), announcer  # type: ignore[arg-type]
 
 
 def update(bgp: BGPSide) -> None:
     plans = plan_bgp(CONFIG, [WEB], SLICES, [NODE])
-    asyncio.run(bgp.update(CONFIG, plans, NODE))
+    asyncio.run(bgp.update(CONFIG, {p.service: p for p in plans}, NODE))
 
 
 def test_sessions_take_the_node_addresses_and_the_secret_password() -> None:

@@ -1,22 +1,26 @@
 """The speaker's incremental plans (speaker/agent.py replan): after any sequence of watch events,
 the kept-and-replanned L2 groups, BGP plans and routes equal what whole plans of the same view
-give; and a plan that changes nothing writes nothing."""
+give, and the conditions pass that checks only what may have changed leaves nothing for a pass
+over every Service to write; and a plan that changes nothing writes nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import itertools
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from speaker_fakes import DataPlane, Kube
 
 from lbctl.core.bgpplan import plan_bgp, routes_for
-from lbctl.core.bgproutes import Desired, Statuses
+from lbctl.core.bgproutes import Desired, PeerStatus, Statuses
 from lbctl.core.l2plan import plan_l2
 from lbctl.core.model import NodeName, PeerName
-from speaker.agent import Agent
+from speaker.agent import GATHER_MAX, Agent
 from speaker.metrics import Metrics
 
 NET = ipaddress.ip_network("203.0.113.192/28")
@@ -106,7 +110,10 @@ def whole(me: Agent) -> tuple[object, ...]:
 
 def test_incremental_plans_equal_whole_plans_after_random_events() -> None:
     rng = random.Random(7)
-    me, _, announcer = agent()
+    me, kube, announcer = agent()
+    bgp = me.bgp
+    assert bgp is not None
+    router = PeerName("router")
 
     async def run() -> None:
         for _ in range(300):
@@ -126,12 +133,21 @@ def test_incremental_plans_equal_whole_plans_after_random_events() -> None:
             elif roll < 0.9:
                 agg = rng.choice((32, 30, 28))
                 me.on_config("MODIFIED", {"data": {"config.yaml": CONFIG.format(agg=agg)}})
+            elif roll < 0.97:  # the announcer acknowledges some routes, or the session changes
+                nets = list(announcer.desired.get(router, {}))
+                sent = frozenset(rng.sample(nets, rng.randrange(len(nets) + 1)))
+                bgp._status_changed({router: PeerStatus(rng.random() < 0.8, sent)})
             if rng.random() < 0.5:
                 await me.replan()
                 groups, plans, desired = whole(me)
-                assert me.groups == groups
-                assert me.bgp_plans == plans
+                assert me.l2.ordered() == groups
+                assert tuple(me.bgp_by[k] for k in sorted(me.bgp_by)) == plans
                 assert announcer.desired == desired
+                await me._write_conditions()
+                written = len(kube.patches)
+                me._recheck = None  # a pass over every Service finds nothing left to write
+                await me._write_conditions()
+                assert kube.patches[written:] == []
 
     asyncio.run(run())
 
@@ -153,3 +169,32 @@ def test_a_plan_that_changes_nothing_writes_nothing() -> None:
         assert len(kube.patches) == written
 
     asyncio.run(run())
+
+
+def test_passes_wait_as_long_as_the_last_one_took_so_a_burst_costs_one_pass_per_batch() -> None:
+    me, _, _ = agent()
+    spans: list[tuple[float, float]] = []
+
+    async def work() -> None:  # a pass costing 50 ms
+        start = time.monotonic()
+        await asyncio.sleep(0.05)
+        spans.append((start, time.monotonic()))
+
+    async def run() -> int:
+        due, events = asyncio.Event(), 0
+        paced = asyncio.create_task(me._paced("test", due, work, lambda: None))
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:  # a watch burst: an event every 2 ms
+            due.set()
+            events += 1
+            await asyncio.sleep(0.002)
+        paced.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await paced
+        return events
+
+    events = asyncio.run(run())
+    assert len(spans) >= 2
+    for (start, end), (after, _) in itertools.pairwise(spans):
+        assert after >= end + min(end - start, GATHER_MAX) - 0.002
+    assert events >= 5 * len(spans), "many events per pass"
