@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import sys
 
 from controller.config import DEFAULT_CONFIG_MAP
 from controller.lease import default_identity
 from controller.runner import Controller, Options
-from lbctl.flags import host_port, object_ref
+from lbctl.flags import host_port, object_ref, setup_logging
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,13 +69,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # kopf logs every handler call at INFO; ours are log lines of their own.
-    logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    setup_logging(args.log_level)
     host, port = args.metrics_bind_address
     options = Options(
         kubeconfig=args.kubeconfig,

@@ -20,7 +20,7 @@ if HIDE_KUBERNETES:
     sys.modules["kubernetes"] = None  # type: ignore[assignment]
 import kopf  # noqa: E402, F401
 
-from lbctl.flags import host_port, object_ref  # noqa: E402
+from lbctl.flags import host_port, object_ref, setup_logging  # noqa: E402
 from speaker.runner import DEFAULT_PROBE_PORT, Options, Speaker  # noqa: E402
 
 if HIDE_KUBERNETES:
@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.node_name:
         print("lbctl-speaker: --node-name or $NODE_NAME is required", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(args.log_level)
     options = Options(
         node=args.node_name,
         kubeconfig=args.kubeconfig,
