@@ -46,6 +46,7 @@ FRESH_FOR = 30.0  # s the API view stays fresh after a probe answered (an idle w
 SETTLE = 0.005  # s to gather a burst of watch events into one plan
 GATHER_MAX = 1.0  # s a plan or conditions pass waits at most after a slow one (see _paced)
 FULL_PASS_EVERY = 300.0  # s between conditions passes over every Service (a safety net)
+LOG_SLOW = 0.5  # s a plan or conditions pass takes that gets a log line
 
 
 class Agent(ConditionWriter):
@@ -168,6 +169,7 @@ class Agent(ConditionWriter):
             self.metrics.config_stale.set(1)
             log.error("config_invalid configmap=%s/%s error=%s", *self.config_ref, err)
             return
+        log.info("config_loaded configmap=%s/%s", *self.config_ref)
         self._world += 1
         self._dirty.set()
 
@@ -257,6 +259,8 @@ class Agent(ConditionWriter):
                 failed()
             end = time.monotonic()
             ready_at = end + min(end - start, GATHER_MAX)
+            if end - start >= LOG_SLOW:
+                log.info("%s_slow seconds=%.2f services=%d", what, end - start, len(self.services))
 
     async def _freshness(self) -> None:
         while True:

@@ -30,6 +30,7 @@ from speaker.metrics import Metrics
 
 log = logging.getLogger("lbctl.speaker.bgp")
 SECRET_TTL = 30.0  # s a Secret's password is used before it is read again
+SENDING_HOLD = 10.0  # s the BGP conditions wait at most while this node sends its routes
 
 
 class Announcer(Protocol):
@@ -70,6 +71,7 @@ class BGPSide:
         # Services whose condition said "sending" (routes not all acknowledged): checked again
         # when the announcer acknowledges more (the caller clears it)
         self.sending: set[ServiceKey] = set()
+        self._sending_since: float | None = None  # when still_sending() first saw routes unsent
 
     # -- plan -> announcer ---------------------------------------------------------------------
 
@@ -211,6 +213,27 @@ class BGPSide:
             self.published = value
         except KubeError as err:
             log.warning("sessions_annotation_failed node=%s error=%s", self.node, err)
+
+    def still_sending(self) -> bool:
+        """Whether the announcer has not yet sent (or withdrawn) on an Established session the
+        routes last handed to it, for at most SENDING_HOLD s from when this was first seen.
+        Meanwhile the BGP conditions wait (speaker.conditions): a config edit's thousands of
+        routes are not sent while thousands of condition patches, and their echoes through
+        every watcher, load the same cores; and each condition is written once, "announced",
+        rather than "sending" first."""
+        busy = any(
+            (status := self.statuses.get(peer)) is not None
+            and status.established
+            and table.keys() != status.sent
+            for peer, table in self._handed.items()
+        )
+        now = time.monotonic()
+        if not busy:
+            self._sending_since = None
+            return False
+        if self._sending_since is None:
+            self._sending_since = now
+        return now - self._sending_since < SENDING_HOLD
 
     def writes(self, plan: ServiceRoutes, nodes: Iterable[NodeName]) -> bool:
         """Whether this node writes `plan`'s condition: the first announcing node in rank

@@ -27,7 +27,7 @@ from lbctl.core.l2plan import AnnouncementGroup
 from lbctl.core.model import Config, IPAddress, NodeName, PoolName, ServiceKey
 from lbctl.core.plantables import GroupTable
 from lbctl.core.reasons import BGPFailure, L2Failure
-from speaker.bgp import BGPSide
+from speaker.bgp import SENDING_HOLD, BGPSide
 from speaker.dataplane import DataPlane
 from speaker.dataplane_types import Held
 from speaker.indexes import Sharing
@@ -74,6 +74,8 @@ class ConditionWriter:
     bgp: BGPSide | None
     bgp_by: dict[ServiceKey, ServiceRoutes]
     _recheck: set[ServiceKey] | None  # the Services whose conditions may be wrong (None: all)
+    _conditions_due: asyncio.Event  # set: a conditions pass is due
+    _hold_timer: asyncio.TimerHandle | None = None  # the pass after the BGP conditions waited
     held: dict[IPAddress, Held]
     share: Sharing  # one copy of equal strings (Shown.of)
 
@@ -129,7 +131,9 @@ class ConditionWriter:
                                                                writes.interfaces)  # fmt: skip
                 if not self._shows(observed, said, l2condition.KIND):
                     due.append((key, observed, l2condition.KIND, said))
-        if self.bgp is not None:
+        if self.bgp is not None and self.bgp.still_sending():
+            self._defer_bgp(recheck)
+        elif self.bgp is not None:
             for plan in plans:
                 seen = self.services.get(plan.service)
                 if seen is None or not self.bgp.writes(plan, self.nodes):
@@ -160,6 +164,18 @@ class ConditionWriter:
                         observed.bgp_condition = condition
 
         await asyncio.gather(*(writer() for _ in range(min(CONDITION_WRITERS, len(due)))))
+
+    def _defer_bgp(self, recheck: set[ServiceKey] | None) -> None:
+        """Check `recheck` again at the next pass (its L2 conditions too: cheap, and already
+        right), and make sure one comes once SENDING_HOLD is over."""
+        if recheck is None or self._recheck is None:
+            self._recheck = None
+        else:
+            self._recheck |= recheck
+        if self._hold_timer is None or self._hold_timer.when() < asyncio.get_running_loop().time():
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                SENDING_HOLD, self._conditions_due.set
+            )
 
     @staticmethod
     def _shows(observed: Observed, said: L2Verdict | None, kind: Kind) -> bool:

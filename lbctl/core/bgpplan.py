@@ -97,10 +97,11 @@ def peers_for(config: Config, node: NodeInfo) -> tuple[BGPPeer, ...]:
 
 
 def prefix(ip: IPAddress, advertisement: BGPAdvertisement) -> IPNetwork:
-    """The prefix `advertisement` announces for `ip`, at the advertisement's aggregation length."""
+    """The prefix `advertisement` announces for `ip`, at the advertisement's aggregation length.
+    Built from the address's int: from the address object, ipaddress goes through its text."""
     if ip.version == 4:
-        return ipaddress.IPv4Network((ip, advertisement.aggregation_length), strict=False)
-    return ipaddress.IPv6Network((ip, advertisement.aggregation_length_v6), strict=False)
+        return ipaddress.IPv4Network((int(ip), advertisement.aggregation_length), strict=False)
+    return ipaddress.IPv6Network((int(ip), advertisement.aggregation_length_v6), strict=False)
 
 
 @dataclass(frozen=True, slots=True)

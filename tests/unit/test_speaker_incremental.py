@@ -21,6 +21,7 @@ from lbctl.core.bgproutes import Desired, PeerStatus, Statuses
 from lbctl.core.l2plan import plan_l2
 from lbctl.core.model import NodeName, PeerName
 from speaker.agent import GATHER_MAX, Agent
+from speaker.bgp import SENDING_HOLD
 from speaker.metrics import Metrics
 
 NET = ipaddress.ip_network("203.0.113.192/28")
@@ -198,3 +199,45 @@ def test_passes_wait_as_long_as_the_last_one_took_so_a_burst_costs_one_pass_per_
     for (start, end), (after, _) in itertools.pairwise(spans):
         assert after >= end + min(end - start, GATHER_MAX) - 0.002
     assert events >= 5 * len(spans), "many events per pass"
+
+
+def test_bgp_conditions_wait_while_this_node_sends_its_routes_at_most_sending_hold() -> None:
+    me, kube, announcer = agent()
+    bgp = me.bgp
+    assert bgp is not None
+    router = PeerName("router")
+
+    def bgp_patches() -> list[dict[str, object]]:
+        return [p for p in kube.patches if p.get("type") == "lbctl.io/AnnouncedBGP"]
+
+    async def run() -> None:
+        bgp._status_changed({router: PeerStatus(True, frozenset())})
+        for i in range(6):
+            me.on_service("ADDED", service(i, i + 1))
+            me.on_slice("ADDED", endpoint_slice(i, "node-1"))
+        await me.replan()
+        table = announcer.desired[router]
+        assert len(table) == 6
+        await me._write_conditions()
+        assert bgp_patches() == [], "nothing written while the routes are being sent"
+        bgp._status_changed({router: PeerStatus(True, frozenset(list(table)[:3]))})
+        await me._write_conditions()
+        assert bgp_patches() == [], "still sending"
+        bgp._status_changed({router: PeerStatus(True, frozenset(table))})
+        await me._write_conditions()
+        written = bgp_patches()
+        assert written and all(p["status"] == "True" for p in written), "announced, at once"
+        assert not any("sending" in str(p["message"]) for p in written)
+        # a route that is never acknowledged holds the conditions back SENDING_HOLD at most
+        me.on_service("ADDED", service(7, 8, local=True))  # only node-1 announces: it writes
+        me.on_slice("ADDED", endpoint_slice(7, "node-1"))
+        await me.replan()
+        await me._write_conditions()
+        before = len(bgp_patches())
+        assert bgp._sending_since is not None
+        bgp._sending_since -= SENDING_HOLD
+        await me._write_conditions()
+        late = bgp_patches()[before:]
+        assert len(late) == 1 and "sending" in str(late[0]["message"])
+
+    asyncio.run(run())

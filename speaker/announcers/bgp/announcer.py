@@ -45,6 +45,7 @@ from speaker.announcers.bgp.api import (
 from speaker.announcers.bgp.process import CommandTimeout, ExaBGP, default_exabgp
 
 log = logging.getLogger("lbctl.speaker.bgp")
+LOG_CONVERGED_AT = 100  # prefixes withdrawn and announced in one pass that get a log line
 
 
 @dataclass
@@ -264,6 +265,7 @@ class BGPAnnouncer:
             log.warning("bgp_prefix_family_skipped peer=%s family=ipv%d", peer.name, family)
             want = {net: attrs for net, attrs in want.items() if net.version == family}
         want = self._renderable(peer, want)
+        started = time.monotonic()
         gone = [net for net in peer.acked if net not in want]
         for line, nets in render.withdrawals(gone):
             if not self._command(peer, line):
@@ -282,6 +284,9 @@ class BGPAnnouncer:
             for net in nets:
                 peer.acked[net] = changed[net]
             self._updated(peer, len(nets))
+        if len(gone) + len(changed) >= LOG_CONVERGED_AT:
+            log.info("bgp_converged peer=%s withdrawn=%d announced=%d seconds=%.2f", peer.name,
+                     len(gone), len(changed), time.monotonic() - started)  # fmt: skip
         return True
 
     def _renderable(
