@@ -272,6 +272,7 @@ def advertise_many(c: Cluster, n: int, timeout: float, *, on: bool = True) -> fl
     """Patch the ConfigMap so a BGP advertisement covers the `many` pool (`on`), or no longer
     does; seconds until BIRD holds all N of its prefixes (or none)."""
     patch = {"data": {"config.yaml": pools_config(advertise_many=on)}}
+    cpu = cpu_by_pid()
     start = time.monotonic()
     c.core.patch_namespaced_config_map("lbctl-config", "lbctl-system", patch)
 
@@ -281,7 +282,9 @@ def advertise_many(c: Cluster, n: int, timeout: float, *, on: bool = True) -> fl
 
     wait_for(done, timeout,
              f"{n if on else 'no'} routes in BIRD", error=TimeoutError, interval=0.05)  # fmt: skip
-    return time.monotonic() - start
+    took = time.monotonic() - start
+    print(f"|   CPU s meanwhile, by program (all processes) | {cpu_spent(cpu)} | |", flush=True)
+    return took
 
 
 def prefixes_in_bird(c: Cluster) -> int:
@@ -310,6 +313,39 @@ def idle_cpu(c: Cluster, seconds: float, settle: float = 60.0) -> float:
     wait_for(lambda: rate(2.0) < 0.05, settle, "the speakers to settle", error=TimeoutError,
              interval=0.0)  # fmt: skip
     return rate(seconds)
+
+
+def cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """Every process's program (the script for an interpreter: exabgp, lbctl-speaker) and its
+    CPU seconds so far."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        words = [Path(a.decode(errors="replace")).name for a in argv if a]
+        if words and words[0].startswith("python") and len(words) > 1:
+            words = words[1:] if words[1] != "-m" else words[2:]
+        name = words[0] if words else "?"
+        out[int(entry.name)] = (
+            name,
+            (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
+        )
+    return out
+
+
+def cpu_spent(before: dict[int, tuple[str, float]], top: int = 6) -> str:
+    """CPU seconds per program since `before` (processes alive at both ends), the largest."""
+    spent: dict[str, float] = {}
+    for pid, (name, cpu) in cpu_by_pid().items():
+        if pid in before and before[pid][0] == name and pid != os.getpid():
+            spent[name] = spent.get(name, 0.0) + cpu - before[pid][1]
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])[:top]
+    return ", ".join(f"{name} {cpu:.1f}" for name, cpu in ranked)
 
 
 def cpu_s(pid: int) -> float:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from lbctl.configmap import load_configmap
-from lbctl.core import bgpcondition, l2condition
+from lbctl.core import bgpcondition, bgpplan, l2condition, l2plan
 from lbctl.core.adapt import (
     HeldService,
     NodeInfo,
@@ -75,8 +75,9 @@ class Agent(ConditionWriter):
         # Incremental plans: Services whose plans are stale, and the version of what every plan
         # reads (config, Nodes); a plan with the same version replans only the stale Services.
         self._stale: set[ServiceKey] = set()
-        self._world = 0
-        self._planned_world = -1
+        # (what plan_l2 reads, what plan_bgp reads): a config edit may change one of them only
+        self._world = [0, 0]
+        self._planned_world = [-1, -1]
         self.nodes: dict[NodeName, NodeInfo] = {}
         self.config: Config | None = None
         self.l2 = GroupTable()  # the L2 plan
@@ -141,8 +142,7 @@ class Agent(ConditionWriter):
         if event == "DELETED":
             self.nodes.pop(info.name, None)
             self.node_sessions.pop(info.name, None)
-            self._world += 1
-            self._dirty.set()
+            self._new_world(l2=True, bgp=True)
             return
         # A Node event that changes nothing the planners read (the kubelets' status heartbeats,
         # every 10 s per node) does not replan: a replan is O(Services).
@@ -154,8 +154,7 @@ class Agent(ConditionWriter):
             return
         self.nodes[info.name] = info
         self.node_sessions[info.name] = sessions
-        self._world += 1
-        self._dirty.set()
+        self._new_world(l2=True, bgp=True)
 
     def on_config(self, event: str | None, body: Mapping[str, Any]) -> None:
         """A new config replaces the last good one; a bad one keeps it (and says why)."""
@@ -163,14 +162,28 @@ class Agent(ConditionWriter):
             log.warning("config_deleted configmap=%s/%s keeping=last", *self.config_ref)
             return
         try:
-            self.config = load_configmap(body).config
+            config = load_configmap(body).config
             self.metrics.config_stale.set(0)
         except ConfigError as err:
             self.metrics.config_stale.set(1)
             log.error("config_invalid configmap=%s/%s error=%s", *self.config_ref, err)
             return
+        old, self.config = self.config, config
+        if old == config:
+            return  # the same config again (a ConfigMap edit elsewhere, a re-list)
         log.info("config_loaded configmap=%s/%s", *self.config_ref)
-        self._world += 1
+        # a planner whose part of the config is the same keeps its plan (an edit of the BGP
+        # advertisements does not plan 10,000 L2 groups again); every condition is checked
+        # again (what one mode says depends on the other's advertisements)
+        self._new_world(
+            l2=old is None or l2plan.config_read(old) != l2plan.config_read(config),
+            bgp=old is None or bgpplan.config_read(old) != bgpplan.config_read(config),
+        )
+        self._check(None)
+
+    def _new_world(self, *, l2: bool, bgp: bool) -> None:
+        """What every L2 (`l2`) or BGP plan reads changed: the next one plans everything."""
+        self._world = [self._world[0] + l2, self._world[1] + bgp]
         self._dirty.set()
 
     def on_held(self, held: dict[IPAddress, Held]) -> None:
@@ -216,7 +229,7 @@ class Agent(ConditionWriter):
 
     async def _plans(self) -> None:
         def failed() -> None:
-            self._planned_world = -1  # the next plan starts from scratch
+            self._planned_world = [-1, -1]  # the next plan starts from scratch
 
         await self._paced("plan", self._dirty, self.replan, failed)
 
@@ -283,11 +296,11 @@ class Agent(ConditionWriter):
         if self.config is None:
             return
         config, nodes, lb_class = self.config, self.nodes.values(), self.lb_class
-        whole = self._planned_world != self._world
+        whole_l2, whole = (p != w for p, w in zip(self._planned_world, self._world, strict=True))
         stale, self._stale = self._stale, set()
-        self._planned_world = self._world
-        services = [o.held for o in self.services.values()] if whole else []
-        if whole:
+        self._planned_world = list(self._world)
+        services = [o.held for o in self.services.values()] if whole_l2 or whole else []
+        if whole_l2:
             self.l2.plan_all(config, services, self.slices, nodes, lb_class=lb_class)
             self._recheck = None
         else:
@@ -295,7 +308,7 @@ class Agent(ConditionWriter):
                                       lb_class=lb_class)  # fmt: skip
             if self._recheck is not None:
                 self._recheck |= affected
-        self._update_dataplane(whole)
+        self._update_dataplane(whole_l2)
         if self.bgp is not None:
             if whole:
                 plans = plan_bgp(config, services, self.slices, nodes, lb_class=lb_class)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-from lbctl.core import bgpcondition, election
+from lbctl.core import bgpcondition, bgpplan, election
 from lbctl.core.adapt import NodeInfo
 from lbctl.core.bgpcondition import Sessions, SessionState
 from lbctl.core.bgpplan import NodeView, ServiceRoutes, sessions_for
@@ -72,6 +72,8 @@ class BGPSide:
         # when the announcer acknowledges more (the caller clears it)
         self.sending: set[ServiceKey] = set()
         self._sending_since: float | None = None  # when still_sending() first saw routes unsent
+        self._version = 0  # of what still_sending() reads: the handed tables and the statuses
+        self._busy = (-1, False)  # still_sending()'s comparison, at a version
 
     # -- plan -> announcer ---------------------------------------------------------------------
 
@@ -95,11 +97,13 @@ class BGPSide:
         # A peer's table is copied only when it changed: the announcer skips a table it has
         # converged (the same object), and reads it on its own thread while this one edits.
         table = self.table
-        for name in table.changed | (self._handed.keys() - table.desired.keys()):
+        renewed = table.changed | (self._handed.keys() - table.desired.keys())
+        for name in renewed:
             if name in table.desired:
                 self._handed[name] = dict(table.desired[name])
             else:
                 self._handed.pop(name, None)
+        self._version += bool(renewed)
         table.changed.clear()
         desired = {name: routes for name, routes in self._handed.items() if name in sessions}
         self.announcer.configure(sessions)
@@ -120,7 +124,14 @@ class BGPSide:
             self._view, self.table = None, RouteTable()
             return
         view = self._view
-        if view is None or view.config is not config or view.node != me:
+        if (
+            view is None
+            or view.node != me
+            or (
+                view.config is not config
+                and bgpplan.config_read(view.config) != bgpplan.config_read(config)
+            )
+        ):
             view = self._view = NodeView(config, me)
             self.table, changed = RouteTable(), None
         table = self.table
@@ -182,6 +193,7 @@ class BGPSide:
 
     def _status_changed(self, statuses: Statuses) -> None:
         before, self.statuses = self.statuses, statuses
+        self._version += 1
         # Anything but more routes acknowledged may change any Service's condition; more routes
         # acknowledged, only those of the Services whose condition said "sending".
         states = before.keys() != statuses.keys() or any(
@@ -217,16 +229,20 @@ class BGPSide:
     def still_sending(self) -> bool:
         """Whether the announcer has not yet sent (or withdrawn) on an Established session the
         routes last handed to it, for at most SENDING_HOLD s from when this was first seen.
-        Meanwhile the BGP conditions wait (speaker.conditions): a config edit's thousands of
+        Meanwhile no condition is written (speaker.conditions): a config edit's thousands of
         routes are not sent while thousands of condition patches, and their echoes through
-        every watcher, load the same cores; and each condition is written once, "announced",
-        rather than "sending" first."""
-        busy = any(
-            (status := self.statuses.get(peer)) is not None
-            and status.established
-            and table.keys() != status.sent
-            for peer, table in self._handed.items()
-        )
+        every watcher, load the same cores; and each BGP condition is written once,
+        "announced", rather than "sending" first. Cheap to ask again: the comparison is made
+        once per change of the tables or the statuses."""
+        if self._busy[0] != self._version:
+            busy = any(
+                (status := self.statuses.get(peer)) is not None
+                and status.established
+                and table.keys() != status.sent
+                for peer, table in self._handed.items()
+            )
+            self._busy = (self._version, busy)
+        busy = self._busy[1]
         now = time.monotonic()
         if not busy:
             self._sending_since = None

@@ -108,8 +108,12 @@ class ConditionWriter:
     async def _write_conditions(self) -> None:
         """Every condition this node writes that does not say what it should, among those that
         may have changed since the last pass (every one after a change all of them read),
-        patched with CONDITION_WRITERS patches in flight (a config edit may change thousands)."""
+        patched with CONDITION_WRITERS patches in flight (a config edit may change thousands).
+        None while this node still sends routes (BGPSide.still_sending): routes first."""
         recheck, self._recheck = self._recheck, set()
+        if self._sending():
+            self._defer(recheck)
+            return
         groups: Iterable[AnnouncementGroup] = self.l2.groups.values()
         plans: Iterable[ServiceRoutes] = self.bgp_by.values()
         if recheck is not None:
@@ -131,9 +135,7 @@ class ConditionWriter:
                                                                writes.interfaces)  # fmt: skip
                 if not self._shows(observed, said, l2condition.KIND):
                     due.append((key, observed, l2condition.KIND, said))
-        if self.bgp is not None and self.bgp.still_sending():
-            self._defer_bgp(recheck)
-        elif self.bgp is not None:
+        if self.bgp is not None:
             for plan in plans:
                 seen = self.services.get(plan.service)
                 if seen is None or not self.bgp.writes(plan, self.nodes):
@@ -151,10 +153,14 @@ class ConditionWriter:
         # were a peak that fragments the heap for good.
         queue = ((k, o, kind, body) for k, o, kind, said in due
                  if (body := self._body(o, said, kind)) is not None)  # fmt: skip
-        share = self.share
+        share, stopped = self.share, False
 
         async def writer() -> None:
+            nonlocal stopped
             for key, observed, kind, body in queue:
+                if stopped or self._sending():  # a plan came with routes to send: they go first
+                    stopped = True
+                    return
                 if await self._patch(key, body):
                     # None after a removal()
                     condition = None if body.get("$patch") == "delete" else Shown.of(body, share)
@@ -164,10 +170,15 @@ class ConditionWriter:
                         observed.bgp_condition = condition
 
         await asyncio.gather(*(writer() for _ in range(min(CONDITION_WRITERS, len(due)))))
+        if stopped:
+            self._defer(None)
 
-    def _defer_bgp(self, recheck: set[ServiceKey] | None) -> None:
-        """Check `recheck` again at the next pass (its L2 conditions too: cheap, and already
-        right), and make sure one comes once SENDING_HOLD is over."""
+    def _sending(self) -> bool:
+        return self.bgp is not None and self.bgp.still_sending()
+
+    def _defer(self, recheck: set[ServiceKey] | None) -> None:
+        """Check `recheck` (None: all) at the next pass, and make sure one comes once
+        SENDING_HOLD is over."""
         if recheck is None or self._recheck is None:
             self._recheck = None
         else:

@@ -82,6 +82,12 @@ class ServiceRoutes:
         return self.ranking[0] if self.ranking else None
 
 
+def config_read(config: Config) -> tuple[object, ...]:
+    """What of the config plan_bgp and NodeView read: two configs equal in these give the same
+    plans and routes."""
+    return (config.pools, config.bgp_advertisements, config.peers)
+
+
 def advertisements_for(config: Config, pool: PoolName | None) -> tuple[BGPAdvertisement, ...]:
     """The BGP advertisements covering `pool` (those listing no pool cover every pool)."""
     if pool is None:

@@ -101,6 +101,11 @@ class _Reach:
     skipped: Mapping[NodeName, NodeSkip]
 
 
+def config_read(config: Config) -> tuple[object, ...]:
+    """What of the config plan_l2 reads: two configs equal in these give the same plan."""
+    return (config.pools, config.l2_advertisements)
+
+
 def advertisements_for(config: Config, pool: PoolName | None) -> tuple[L2Advertisement, ...]:
     """The L2 advertisements covering `pool` (those listing no pool cover every pool)."""
     if pool is None:

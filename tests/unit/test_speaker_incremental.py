@@ -241,3 +241,22 @@ def test_bgp_conditions_wait_while_this_node_sends_its_routes_at_most_sending_ho
         assert len(late) == 1 and "sending" in str(late[0]["message"])
 
     asyncio.run(run())
+
+
+def test_a_config_edit_plans_again_only_the_mode_whose_part_of_the_config_changed() -> None:
+    me, _, announcer = agent()
+
+    async def run() -> None:
+        for i in range(4):
+            me.on_service("ADDED", service(i, i + 1))
+            me.on_slice("ADDED", endpoint_slice(i, NODES[i % 3]))
+        await me.replan()
+        groups, plans = dict(me.l2.groups), dict(me.bgp_by)
+        me.on_config("MODIFIED", {"data": {"config.yaml": CONFIG.format(agg=30)}})
+        await me.replan()
+        assert all(me.l2.groups[k] is g for k, g in groups.items()), "L2 plan kept"
+        assert all(me.bgp_by[k] is not p for k, p in plans.items()), "BGP planned again"
+        assert {n.prefixlen for n in announcer.desired[PeerName("router")]} == {30}
+        assert (me.l2.ordered(), tuple(me.bgp_by[k] for k in sorted(me.bgp_by))) == whole(me)[:2]
+
+    asyncio.run(run())
