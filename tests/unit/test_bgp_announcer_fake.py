@@ -216,3 +216,19 @@ def test_close_stops_every_exabgp_by_pid(short_dir: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_refused_command_among_others_leaves_exactly_its_prefixes_unsent(
+    harness: Harness,
+) -> None:
+    refused = RouteAttrs(None, (Community(CommunityKind.STANDARD, (65535, 666)),))
+    plain = {NET(f"198.51.100.{i}/32"): RouteAttrs() for i in range(120)}
+    bad = {NET(f"203.0.113.{i}/32"): refused for i in range(5)}
+    more = {NET(f"203.0.113.{i}/32"): RouteAttrs() for i in range(100, 140)}
+    harness.announcer.configure({TOR: session()})
+    harness.announcer.sync({TOR: {**plain, **bad, **more}})
+    commands = harness.settle(5)  # 3 + 1 + 1 commands of BATCH (40) prefixes at most
+    wait_for(lambda: harness.sent() == plain.keys() | more.keys(), what="all but the refused")
+    assert sum("65535:666" in c for c in commands) == 1
+    with harness.lock:
+        assert sum(1 for kind, _ in harness.events if kind == "error") == 1
