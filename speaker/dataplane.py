@@ -22,7 +22,8 @@ from lbctl.core.liveness_types import PROBE_INTERVAL, STALL, Group, Verdict
 from lbctl.core.model import IPAddress, NodeName
 from speaker.dataplane_messages import Messages
 from speaker.dataplane_types import Announcer, Held, Plan
-from speaker.probes import Endpoint, Kind
+from speaker.probes import Kind
+from speaker.probesocket import Endpoint
 
 log = logging.getLogger("lbctl.speaker")
 LEAVE_WAIT = 0.2  # s a leaving speaker waits for its monitors' GARPs (issue 9: <= 200 ms)
@@ -71,6 +72,9 @@ class DataPlane(Messages):
         self._dead: frozenset[NodeName] = frozenset()  # peers last logged dead
         self._isolated = False  # last logged
         self._ticked = time.monotonic()  # when the last tick ended (awake)
+        self._plan_lock = threading.Lock()
+        self._next_plan: Plan | None = None  # handed over, not taken yet (update)
+        self._plan_ready_at = 0.0  # when the next plan may be taken (_take_plan)
 
     # -- thread-safe API (control loop) --------------------------------------------------------
 
@@ -82,7 +86,12 @@ class DataPlane(Messages):
         ready.result(START_TIMEOUT)
 
     def update(self, plan: Plan) -> None:
-        self._call(self._update, plan)
+        """Take `plan` (the latest wins: plans handed faster than this loop takes them are
+        never queued, each holding every group)."""
+        with self._plan_lock:
+            queued, self._next_plan = self._next_plan is not None, plan
+        if not queued:
+            self._call(self._take_plan)
 
     def set_fresh(self, fresh: bool) -> None:
         self._call(self._set_fresh, fresh)
@@ -178,6 +187,23 @@ class DataPlane(Messages):
             self._log_peers(now)
             self._ticked = time.monotonic()
             expected = _on_phase(max(now, expected) + PROBE_INTERVAL / 2)
+
+    def _take_plan(self) -> None:
+        """The latest plan handed over, at most as often as taking one costs: a plan is O(groups)
+        on this loop, and a burst of them must not keep it from its ticks and frames."""
+        assert self.loop is not None
+        wait = self._plan_ready_at - time.monotonic()
+        if wait > 0:
+            self.loop.call_later(wait, self._take_plan)
+            return
+        with self._plan_lock:
+            plan, self._next_plan = self._next_plan, None
+        if plan is None:
+            return
+        start = time.monotonic()
+        self._update(plan)
+        end = time.monotonic()
+        self._plan_ready_at = end + (end - start)
 
     def _update(self, plan: Plan) -> None:
         self.plan = plan

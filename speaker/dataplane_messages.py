@@ -17,7 +17,8 @@ from lbctl.core.liveness_types import CHECK_TRIES, CHECK_WAIT, Actions, Group, R
 from lbctl.core.model import IPAddress, NodeName
 from speaker.announcers.layer2.errors import AnnounceError
 from speaker.dataplane_types import Announcer, Held, Plan
-from speaker.probes import Endpoint, Kind, Message, Reports, WireError
+from speaker.probes import Kind, Message, Reports, WireError
+from speaker.probesocket import Endpoint
 
 log = logging.getLogger("lbctl.speaker")
 # s between ARP/NS probes of each VIP this node announces: an answer from a MAC that is no

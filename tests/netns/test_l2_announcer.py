@@ -432,6 +432,32 @@ def test_packet_socket_receives_only_arp_and_neighbour_discovery(topo: Topology)
     ), "our own outgoing frames never come back"
 
 
+def test_ten_thousand_solicited_node_groups_are_joined_and_left(topo: Topology) -> None:
+    """More groups than one socket's option memory holds (net.core.optmem_max: ~2,700 at
+    128 KiB): the memberships go on more sockets, and every one is left again."""
+    observer = topo.observer
+    index = nsutil.run_in_netns(observer.netns, lambda: socket.if_nametoindex(ETH0))
+    sock = PacketSocket.open(Link(ETH0, index, mac_address(observer.host.mac)),
+                             in_netns_of(observer.netns))  # fmt: skip
+    vips = [ipaddress.IPv6Address(f"2001:db8:7::1:{i:x}") for i in range(10_000)]
+
+    def groups() -> int:
+        table = nsutil.ip_netns_exec(observer.netns, "cat", "/proc/net/igmp6")
+        return sum(1 for line in table.splitlines() if line.split()[1] == ETH0
+                   and line.split()[2].startswith("ff0200000000000000000001ff"))  # fmt: skip
+
+    before = groups()
+    try:
+        for vip in vips:
+            sock.join(vip)
+        assert groups() - before == len(vips)
+        for vip in vips:
+            sock.leave(vip)
+        assert groups() == before
+    finally:
+        sock.close()
+
+
 def test_zz_print_measurements() -> None:
     """Not a check: the figures this module measured, for the report (`pytest -s`)."""
     for name, value in sorted(MEASURED.items()):

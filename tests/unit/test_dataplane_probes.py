@@ -133,3 +133,23 @@ def test_ticks_fall_on_multiples_of_the_interval_of_the_wall_clock(after: float)
     wall = at + (time.time() - time.monotonic())
     assert start <= at < start + PROBE_INTERVAL + 1e-9
     assert min(wall % PROBE_INTERVAL, PROBE_INTERVAL - wall % PROBE_INTERVAL) < 1e-3
+
+
+def test_plans_handed_faster_than_taken_are_not_queued_the_latest_wins() -> None:
+    p = DataPlane(N1, Silent(), bind=("127.0.0.1", 0))
+    taken: list[Plan] = []
+    update = p._update
+    p._update = lambda plan: (taken.append(plan), update(plan))[-1]  # type: ignore[method-assign]
+    p.start()
+    try:
+        plans = [Plan((Group(VIP, (VIP,), (N1, N2)),), {}, {N1: ADDR[N1], N2: ADDR[n]})
+                 for n in (N1, N2) * 50]  # fmt: skip
+        for plan in plans:
+            p.update(plan)
+        deadline = time.monotonic() + 5.0
+        while (not taken or taken[-1] is not plans[-1]) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the data plane's thread, bounded
+        assert taken[-1] is plans[-1]
+        assert len(taken) < len(plans) / 2, "handed over faster than taken: the latest wins"
+    finally:
+        p.stop(graceful=False)

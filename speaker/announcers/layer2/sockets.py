@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import socket
 import struct
 from collections.abc import Callable
@@ -116,7 +117,11 @@ class PacketSocket:
         self._link = link
         self._sock = sock
         self._in_netns = in_netns  # where the membership socket is made
-        self._groups: socket.socket | None = None  # IPv6 memberships, made on first use
+        # IPv6 memberships, on sockets made as needed: the kernel charges each membership to
+        # its socket's option memory (net.core.optmem_max: 128 KiB here, ~2,700 groups), so
+        # 10,000 VIPs need several; each group is left on the socket that joined it.
+        self._groups: list[socket.socket] = []
+        self._joined_on: dict[IPv6Address, socket.socket] = {}
         # VIPs per solicited-node group: VIPs alike in their low 24 bits share one membership.
         self._group_vips: dict[IPv6Address, set[IPv6Address]] = {}
 
@@ -160,7 +165,7 @@ class PacketSocket:
         tells snooping switches to forward them here."""
         group, _ = solicited_node(vip)
         if group not in self._group_vips:
-            self._membership(socket.IPV6_JOIN_GROUP, group, vip, "joining")
+            self._join(group, vip)
         self._group_vips.setdefault(group, set()).add(vip)
 
     def leave(self, vip: IPv6Address) -> None:
@@ -168,16 +173,38 @@ class PacketSocket:
         vips = self._group_vips.get(group, set())
         vips.discard(vip)
         if not vips and self._group_vips.pop(group, None) is not None:
-            self._membership(socket.IPV6_LEAVE_GROUP, group, vip, "leaving")
+            on = self._joined_on.pop(group, None)
+            if on is not None:
+                self._membership(on, socket.IPV6_LEAVE_GROUP, group, vip, "leaving")
 
-    def _membership(self, option: int, group: IPv6Address, vip: IPv6Address, doing: str) -> None:
+    def _join(self, group: IPv6Address, vip: IPv6Address) -> None:
+        """On the newest membership socket; on a new one when that one is full (ENOMEM)."""
+        for fresh in (False, True):
+            if fresh or not self._groups:
+                try:
+                    made = self._in_netns(lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+                except OSError as err:
+                    raise AnnounceError(f"a membership socket on {self.link.name!r}") from err
+                self._groups.append(made)
+            try:
+                self._membership(self._groups[-1], socket.IPV6_JOIN_GROUP, group, vip, "joining")
+            except AnnounceError as err:
+                if (
+                    fresh
+                    or not isinstance(err.__cause__, OSError)
+                    or err.__cause__.errno not in (errno.ENOMEM, errno.ENOBUFS)
+                ):
+                    raise
+                continue
+            self._joined_on[group] = self._groups[-1]
+            return
+
+    def _membership(
+        self, on: socket.socket, option: int, group: IPv6Address, vip: IPv6Address, doing: str
+    ) -> None:
         try:
-            if self._groups is None:
-                self._groups = self._in_netns(
-                    lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-                )
             request = group.packed + struct.pack("@I", self.link.index)
-            self._groups.setsockopt(socket.IPPROTO_IPV6, option, request)
+            on.setsockopt(socket.IPPROTO_IPV6, option, request)
         except OSError as err:
             raise AnnounceError(
                 f"{doing} solicited-node group {group} for {vip} on {self.link.name!r}"
@@ -185,7 +212,8 @@ class PacketSocket:
 
     def close(self) -> None:
         self._sock.close()
-        if self._groups is not None:
-            self._groups.close()  # leaves every group it joined
-            self._groups = None
+        for on in self._groups:
+            on.close()  # leaves every group it joined
+        self._groups.clear()
+        self._joined_on.clear()
         self._group_vips.clear()
