@@ -13,24 +13,15 @@ from speaker.probes import MAX_DATAGRAM, Message, WireError, decode, encode
 class Endpoint:
     """The speaker's UDP socket on the data-plane loop: hands each decoded message and its
     source to `on_message`. It reads every queued datagram on one wakeup (asyncio's datagram
-    transport reads one per wakeup: a tick's nine acks cost nine trips through the loop), and
-    a wakeup for a datagram first waits `gather` seconds: speakers tick in phase, so a tick's
-    probes and acks arrive within a few milliseconds and are read together (a wakeup of the
-    loop costs more CPU here than a datagram; docs/performance.md, "Probe CPU"). It sends with
-    a plain sendto (a datagram that does not fit the socket buffer is dropped, which a peer
-    counts as a lost probe)."""
+    transport reads one per wakeup: a tick's nine acks cost nine trips through the loop) and
+    sends with a plain sendto (a datagram that does not fit the socket buffer is dropped,
+    which a peer counts as a lost probe)."""
 
     BATCH = 64  # datagrams read per wakeup at most, so a flood cannot starve the ticks
-    GATHER = 0.004  # s; every message waits this much longer at most (a takeover: ~3 of them)
 
-    def __init__(
-        self, on_message: Callable[[Message, tuple[str, int]], None], gather: float = GATHER
-    ) -> None:
+    def __init__(self, on_message: Callable[[Message, tuple[str, int]], None]) -> None:
         self.on_message = on_message
-        self.gather = gather
         self.sock: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self.dropped = 0  # datagrams that were no message
         self.unsent = 0  # messages too large, or refused by the kernel
 
@@ -43,32 +34,16 @@ class Endpoint:
         except OSError as err:
             sock.close()
             raise OSError(err.errno, f"binding the probe socket to {bind}: {err}") from err
-        self.sock, self._loop = sock, loop
+        self.sock = sock
         loop.add_reader(sock.fileno(), self._readable)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self.sock is not None:
             loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
 
     def _readable(self) -> None:
-        if self.gather <= 0 or self._loop is None or self.sock is None:
-            self._drain()
-            return
-        self._loop.remove_reader(self.sock.fileno())
-        self._timer = self._loop.call_later(self.gather, self._gathered)
-
-    def _gathered(self) -> None:
-        self._timer = None
-        self._drain()
-        if self.sock is not None and self._loop is not None:
-            self._loop.add_reader(self.sock.fileno(), self._readable)
-
-    def _drain(self) -> None:
         sock = self.sock
         for _ in range(self.BATCH):
             if sock is None:
