@@ -90,8 +90,9 @@ class DataPlane(Messages):
         never queued, each holding every group)."""
         with self._plan_lock:
             queued, self._next_plan = self._next_plan is not None, plan
-        if not queued:
-            self._call(self._take_plan)
+        if not queued and not self._call(self._take_plan):
+            with self._plan_lock:  # no loop (not started, or stopped): the next one tries again
+                self._next_plan = None
 
     def set_fresh(self, fresh: bool) -> None:
         self._call(self._set_fresh, fresh)
@@ -125,9 +126,12 @@ class DataPlane(Messages):
         heard = self.liveness.heard.get(holder.node, -1e9) if holder is not None else -1e9
         return holder is not None and holder.node != self.me and heard > time.monotonic() - 3
 
-    def _call(self, fn: Callable[..., None], *args: object) -> None:
+    def _call(self, fn: Callable[..., None], *args: object) -> bool:
+        """Run `fn` on the data plane's loop; False when there is none running."""
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(fn, *args)
+            return True
+        return False
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -153,3 +153,18 @@ def test_plans_handed_faster_than_taken_are_not_queued_the_latest_wins() -> None
         assert len(taken) < len(plans) / 2, "handed over faster than taken: the latest wins"
     finally:
         p.stop(graceful=False)
+
+
+def test_a_plan_handed_before_the_loop_runs_does_not_hold_back_the_next() -> None:
+    p = DataPlane(N1, Silent(), bind=("127.0.0.1", 0))
+    early, later = (Plan((Group(VIP, (VIP,), (N1, N2)),), {}, dict(ADDR)) for _ in range(2))
+    p.update(early)  # no loop yet: not taken, and not left pending either
+    p.start()
+    try:
+        p.update(later)
+        deadline = time.monotonic() + 5.0
+        while p.plan is not later and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the data plane's thread, bounded
+        assert p.plan is later
+    finally:
+        p.stop(graceful=False)
