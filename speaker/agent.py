@@ -123,7 +123,7 @@ class Agent(ConditionWriter):
             self._stale.add(key)
             self._dirty.set()
         else:
-            self._check(key)
+            self._check((key,))
 
     def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -196,26 +196,15 @@ class Agent(ConditionWriter):
         """The BGP announcer's report changed: a session's state (`states`: every BGP condition
         may change) or only the routes acknowledged (those of Services still sending)."""
         assert self.bgp is not None
-        if states:
-            self._recheck = None
-        elif self._recheck is not None:
-            self._recheck |= self.bgp.sending
+        self._recheck_also(None if states else self.bgp.sending)
         self.bgp.sending.clear()
         self._dirty.set()  # the plan publishes this node's session states
 
     def _held_changed(self, held: dict[IPAddress, Held]) -> None:
         self.held = held
         self.metrics.set_announced(self.node, held)
-        self._recheck = None
+        self._recheck_also(None)
         self._dirty.set()
-
-    def _check(self, key: ServiceKey | None) -> None:
-        """Conditions to check again: one Service's, or all (None)."""
-        if key is None:
-            self._recheck = None
-        elif self._recheck is not None:
-            self._recheck.add(key)
-        self._conditions_due.set()
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -302,12 +291,11 @@ class Agent(ConditionWriter):
         services = [o.held for o in self.services.values()] if whole_l2 or whole else []
         if whole_l2:
             self.l2.plan_all(config, services, self.slices, nodes, lb_class=lb_class)
-            self._recheck = None
+            self._recheck_also(None)
         else:
             affected = self.l2.replan(config, stale, self._held_of, self.slices, nodes,
                                       lb_class=lb_class)  # fmt: skip
-            if self._recheck is not None:
-                self._recheck |= affected
+            self._recheck_also(affected)
         self._update_dataplane(whole_l2)
         if self.bgp is not None:
             if whole:
@@ -319,8 +307,7 @@ class Agent(ConditionWriter):
                 changed = [h for k in stale if (h := self._held_of(k)) is not None]
                 for plan in plan_bgp(config, changed, self.slices, nodes, lb_class=lb_class):
                     self.bgp_by[plan.service] = plan
-                if self._recheck is not None:
-                    self._recheck |= stale
+                self._recheck_also(stale)
             me = self.nodes.get(self.node)
             await self.bgp.update(config, self.bgp_by, me, None if whole else stale)
             await self.bgp.publish()

@@ -176,13 +176,22 @@ class ConditionWriter:
     def _sending(self) -> bool:
         return self.bgp is not None and self.bgp.still_sending()
 
+    def _recheck_also(self, keys: Iterable[ServiceKey] | None) -> None:
+        """Add `keys` (None: every Service) to what the next pass checks."""
+        if keys is None:
+            self._recheck = None
+        elif self._recheck is not None:
+            self._recheck.update(keys)
+
+    def _check(self, keys: Iterable[ServiceKey] | None) -> None:
+        """Conditions to check again, at a pass that is now due: `keys`' or all (None)."""
+        self._recheck_also(keys)
+        self._conditions_due.set()
+
     def _defer(self, recheck: set[ServiceKey] | None) -> None:
         """Check `recheck` (None: all) at the next pass, and make sure one comes once
         SENDING_HOLD is over."""
-        if recheck is None or self._recheck is None:
-            self._recheck = None
-        else:
-            self._recheck |= recheck
+        self._recheck_also(recheck)
         if self._hold_timer is None or self._hold_timer.when() < asyncio.get_running_loop().time():
             self._hold_timer = asyncio.get_running_loop().call_later(
                 SENDING_HOLD, self._conditions_due.set

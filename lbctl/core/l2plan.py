@@ -221,15 +221,12 @@ def plan_l2(
     nodes: Iterable[NodeInfo],
     *,
     lb_class: str | None = None,
-    reuse: Mapping[tuple[ServiceKey, ...], AnnouncementGroup] | None = None,
 ) -> tuple[AnnouncementGroup, ...]:
     """Every group of shared IPs to announce, with its ranking or why nobody may announce it.
 
     `slices` holds each Service's EndpointSlices (EndpointSliceInfo.service); `nodes` every
     Node known, with unique names. One key per Service: a later duplicate replaces an earlier.
-    `reuse`: groups of an earlier plan, by their Services, that the caller knows are unchanged
-    (same config and Nodes, none of their Services or slices changed); a group with exactly
-    those Services is taken from it instead of planned again.
+    (plantables.GroupTable keeps a plan and plans again only the groups a change touches.)
     """
     wanted = [s for s in services if s.load_balancer and s.lb_class == lb_class and s.ips]
     known = sorted((n for n in nodes if n.name), key=lambda n: n.name)
@@ -240,9 +237,5 @@ def plan_l2(
             reaches[pool] = _reach(advertisements_for(config, pool), known)
         return reaches[pool]
 
-    kept = reuse or {}
     rankings: dict[tuple[NodeName, ...], tuple[NodeName, ...]] = {}
-    return tuple(
-        kept.get(tuple(s.key for s in m)) or _plan_group(m, config, reach_of, slices, rankings)
-        for m in _groups(wanted)
-    )
+    return tuple(_plan_group(m, config, reach_of, slices, rankings) for m in _groups(wanted))

@@ -96,6 +96,12 @@ def agent() -> tuple[Agent, Kube, Announcer]:
     return me, kube, announcer
 
 
+def add(me: Agent, i: int, node_name: str, *, local: bool = False) -> None:
+    """Service s{i} holding the pool's (i + 1)th address, with one ready endpoint on a node."""
+    me.on_service("ADDED", service(i, i + 1, local=local))
+    me.on_slice("ADDED", endpoint_slice(i, node_name))
+
+
 def whole(me: Agent) -> tuple[object, ...]:
     """The same view planned from scratch."""
     assert me.config is not None
@@ -158,8 +164,7 @@ def test_a_plan_that_changes_nothing_writes_nothing() -> None:
 
     async def run() -> None:
         for i in range(5):
-            me.on_service("ADDED", service(i, i + 1))
-            me.on_slice("ADDED", endpoint_slice(i, NODES[i % 3]))
+            add(me, i, NODES[i % 3])
         await me.replan()
         await me._write_conditions()
         written = len(kube.patches)
@@ -213,8 +218,7 @@ def test_bgp_conditions_wait_while_this_node_sends_its_routes_at_most_sending_ho
     async def run() -> None:
         bgp._status_changed({router: PeerStatus(True, frozenset())})
         for i in range(6):
-            me.on_service("ADDED", service(i, i + 1))
-            me.on_slice("ADDED", endpoint_slice(i, "node-1"))
+            add(me, i, "node-1")
         await me.replan()
         table = announcer.desired[router]
         assert len(table) == 6
@@ -229,8 +233,7 @@ def test_bgp_conditions_wait_while_this_node_sends_its_routes_at_most_sending_ho
         assert written and all(p["status"] == "True" for p in written), "announced, at once"
         assert not any("sending" in str(p["message"]) for p in written)
         # a route that is never acknowledged holds the conditions back SENDING_HOLD at most
-        me.on_service("ADDED", service(7, 8, local=True))  # only node-1 announces: it writes
-        me.on_slice("ADDED", endpoint_slice(7, "node-1"))
+        add(me, 7, "node-1", local=True)  # only node-1 announces: it writes
         await me.replan()
         await me._write_conditions()
         before = len(bgp_patches())
@@ -248,8 +251,7 @@ def test_a_config_edit_plans_again_only_the_mode_whose_part_of_the_config_change
 
     async def run() -> None:
         for i in range(4):
-            me.on_service("ADDED", service(i, i + 1))
-            me.on_slice("ADDED", endpoint_slice(i, NODES[i % 3]))
+            add(me, i, NODES[i % 3])
         await me.replan()
         groups, plans = dict(me.l2.groups), dict(me.bgp_by)
         me.on_config("MODIFIED", {"data": {"config.yaml": CONFIG.format(agg=30)}})
