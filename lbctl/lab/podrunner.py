@@ -39,6 +39,9 @@ class Backend:
     proc: asyncio.subprocess.Process | None = None
     held: bool = False  # stopped on purpose: not restarted until released
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    # one start at a time: the agent's pass and a test's start_backend may both find the
+    # backend stopped; without it both exec a process and the first is left running
+    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def running(self) -> bool:
@@ -67,6 +70,9 @@ class PodRunner:
         self.backends: dict[PodKey, Backend] = {}
         self._slots: dict[str, set[int]] = {}
         self._waiters: set[asyncio.Task[None]] = set()
+        # every process started and not yet reaped, in or out of `backends`: a removal
+        # cancelled half-way (a node's agent stopped) must not leave one for close() to miss
+        self._live: set[asyncio.subprocess.Process] = set()
 
     def allocate_ip(self, node_index: int, node: str) -> str:
         used = self._slots.setdefault(node, set())
@@ -91,8 +97,11 @@ class PodRunner:
     async def start(self, key: PodKey) -> None:
         backend = self.backends[key]
         backend.held = False
-        if backend.running:
-            return
+        async with backend.starting:
+            if not backend.running:
+                await self._exec(key, backend)
+
+    async def _exec(self, key: PodKey, backend: Backend) -> None:
         backend.exited = asyncio.Event()
         argv = [
             "ip", "netns", "exec", backend.netns,
@@ -110,6 +119,7 @@ class PodRunner:
                 start_new_session=True,
             )
         backend.proc = proc
+        self._live.add(proc)
         self._record_pid(proc.pid, f"pod:{key[0]}/{key[1]}")
         try:
             assert proc.stdout is not None
@@ -125,14 +135,22 @@ class PodRunner:
 
     async def _watch(self, backend: Backend, proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
-        self._forget_pid(proc.pid)
+        self._reaped(proc)
         backend.exited.set()
         log.info("backend_exited pod=%s/%s code=%s", *backend.key, proc.returncode)
         self._on_change()
 
+    def _reaped(self, proc: asyncio.subprocess.Process) -> None:
+        self._live.discard(proc)
+        self._forget_pid(proc.pid)
+
     async def _terminate(self, backend: Backend) -> None:
-        proc = backend.proc
-        if proc is None or proc.returncode is not None:
+        if backend.proc is not None:
+            await self._stop(backend.proc)
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is not None:
+            self._reaped(proc)
             return
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
@@ -142,7 +160,7 @@ class PodRunner:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await asyncio.wait_for(proc.wait(), STOP_GRACE)
-        self._forget_pid(proc.pid)
+        self._reaped(proc)
 
     async def hold(self, key: PodKey) -> None:
         """Stop a pod's backend and keep it stopped (its endpoint turns not ready)."""
@@ -164,5 +182,9 @@ class PodRunner:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.remove(k) for k in list(self.backends)), return_exceptions=True)
+        # processes out of `backends` whose stop was cancelled, reaped on this loop before it
+        # closes (their transports would otherwise be closed by the GC on a closed loop)
+        await asyncio.gather(*(self._stop(p) for p in list(self._live)), return_exceptions=True)
         for task in list(self._waiters):
             task.cancel()
+        await asyncio.gather(*self._waiters, return_exceptions=True)
