@@ -24,6 +24,7 @@ from speaker.announcers.layer2 import (
     frames,
     mac_address,
 )
+from speaker.announcers.layer2.announcer import SLICE
 
 MAC0 = mac_address("02:00:00:00:01:01")
 MAC1 = mac_address("02:00:00:00:01:02")
@@ -241,6 +242,75 @@ async def test_sockets_open_with_the_first_vip_and_close_with_the_last(bench: Be
     assert not bench.sockets[0].closed
     bench.announcer.sync({})
     assert bench.sockets[0].closed
+
+
+# -- large changes -------------------------------------------------------------------------------
+
+MANY = [IPv6Address(int(VIP6) + i) for i in range(1, 3 * SLICE + 1)]
+
+
+async def worked_through(bench: Bench, turns: int = 100) -> None:
+    """Let the loop turn until the announcer has no queued work (bounded)."""
+    for _ in range(turns):
+        if not bench.announcer.settling:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{bench.announcer.settling} VIPs still settling after {turns} turns")
+
+
+@pytest.mark.asyncio
+async def test_a_large_change_is_answered_at_once_and_worked_through_in_slices(
+    bench: Bench,
+) -> None:
+    bench.announcer.sync(dict.fromkeys(MANY, "eth0"))
+    eth0 = bench.socket_for("eth0")
+    assert set(bench.announcer.held) == set(MANY), "every VIP is answered for at once"
+    assert (len(eth0.groups), len(eth0.sent)) == (SLICE, SLICE), "one slice before sync returns"
+    between: list[int] = []
+    asyncio.get_running_loop().call_soon(lambda: between.append(len(eth0.groups)))
+    await worked_through(bench)
+    assert between == [2 * SLICE], "other callbacks run between slices"
+    assert eth0.groups == set(MANY)
+    assert sorted(eth0.sent) == sorted(frames.unsolicited_na(MAC0, v) for v in MANY)
+
+
+@pytest.mark.asyncio
+async def test_a_large_release_stops_answering_at_once_and_leaves_in_slices(bench: Bench) -> None:
+    bench.announcer.sync(dict.fromkeys(MANY, "eth0"))
+    await worked_through(bench)
+    eth0 = bench.socket_for("eth0")
+    eth0.inject(frames.neighbor_solicitation(ASKER, IPv6Address("2001:db8::64"), MANY[-1]))
+    bench.announcer.sync({})
+    assert dict(bench.announcer.held) == {}
+    assert (len(eth0.groups), eth0.closed) == (len(MANY) - SLICE, False), (
+        "the socket stays open until its groups are left, slice by slice"
+    )
+    await worked_through(bench)
+    assert unicast(eth0) == [], "a released VIP is not answered while its group is still joined"
+    assert (eth0.groups, eth0.closed) == (set(), True)
+
+
+@pytest.mark.asyncio
+async def test_vips_dropped_and_taken_back_before_the_work_is_done_end_joined(
+    bench: Bench,
+) -> None:
+    everything: dict[IPv4Address | IPv6Address, str] = dict.fromkeys(MANY, "eth0")
+    bench.announcer.sync(everything)
+    await worked_through(bench)
+    eth0 = bench.socket_for("eth0")
+    bench.announcer.sync({VIP4: "eth0"})
+    bench.announcer.sync({**everything, VIP4: "eth0"})
+    await worked_through(bench)
+    assert eth0.groups == set(MANY)
+    assert set(bench.announcer.held) == {*MANY, VIP4}
+
+
+@pytest.mark.asyncio
+async def test_every_vip_of_a_large_change_gets_its_whole_burst(bench: Bench) -> None:
+    bench.announcer.sync(dict.fromkeys(MANY, "eth0"))
+    await settle(8 * INTERVAL)
+    eth0 = bench.socket_for("eth0")
+    assert sorted(eth0.sent) == sorted(frames.unsolicited_na(MAC0, v) for v in MANY * 5)
 
 
 # -- what cannot be held, and why ---------------------------------------------------------------

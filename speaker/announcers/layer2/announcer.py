@@ -5,6 +5,7 @@ driven by the speaker's data plane through sync(desired)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -42,6 +43,8 @@ from speaker.announcers.layer2.sockets import (
 )
 
 log = logging.getLogger("lbctl.speaker.layer2")
+SLICE = 100  # VIPs settled (group joined or left, first frame sent) per loop turn: ~10 ms
+LOG_VIPS = 10  # VIPs named per l2_holding / l2_released burst of lines; the rest are counted
 
 
 @dataclass
@@ -51,6 +54,9 @@ class _Port:
     socket: FrameSocket
     vips: set[IPAddress] = field(default_factory=set)
     probes: dict[IPAddress, list[set[MacAddress]]] = field(default_factory=dict)
+    # IPv6 VIPs whose solicited-node group is joined on this socket: left one slice at a time
+    # before the socket closes (closing it leaves them all at once, ~100 us each in the kernel)
+    joined: set[IPAddress] = field(default_factory=set)
 
     @property
     def link(self) -> Link:
@@ -58,7 +64,7 @@ class _Port:
 
     @property
     def idle(self) -> bool:
-        return not self.vips and not self.probes
+        return not self.vips and not self.probes and not self.joined
 
 
 class Layer2Announcer:
@@ -93,7 +99,14 @@ class Layer2Announcer:
         self._held: dict[IPAddress, Link] = {}
         self._unheld: dict[IPAddress, HoldFailure] = {}
         self._ports: dict[Link, _Port] = {}
-        self._bursts: dict[IPAddress, asyncio.Task[None]] = {}
+        self._bursts: dict[IPAddress, asyncio.Task[None]] = {}  # each held VIP's burst wave
+        # the queued per-VIP work (_drain): VIPs to settle, newly held ones still to announce,
+        # and the port each IPv6 VIP's solicited-node group is joined on
+        self._work: collections.deque[IPAddress] = collections.deque()
+        self._queued: set[IPAddress] = set()
+        self._fresh: set[IPAddress] = set()
+        self._joined: dict[IPAddress, _Port] = {}
+        self._draining: asyncio.Handle | None = None
         self.interfaces.subscribe(self._on_interfaces)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -106,18 +119,26 @@ class Layer2Announcer:
 
     async def stop(self) -> None:
         """Stop answering and announcing at once, and close every socket."""
-        tasks = list(self._bursts.values())
+        tasks = set(self._bursts.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
+        self._work.clear()
+        self._queued.clear()
+        self._fresh.clear()
+        self._joined.clear()  # the sockets close below, and their memberships with them
         self._desired.clear()
         self._held.clear()
         self._unheld.clear()
         for port in self._ports.values():
             port.vips.clear()
             port.probes.clear()
+            port.joined.clear()
         self._close_idle_ports()
         if self._own_view is not None:
             await self._own_view.stop()
@@ -149,6 +170,11 @@ class Layer2Announcer:
     def unheld(self) -> Mapping[IPAddress, HoldFailure]:
         """Desired VIPs not answered for, and why; retried on each sync and interface change."""
         return MappingProxyType(self._unheld)
+
+    @property
+    def settling(self) -> int:
+        """How many VIPs still have queued work (a group to join or leave, a first frame)."""
+        return len(self._work)
 
     # -- the verb ------------------------------------------------------------------------------
 
@@ -187,43 +213,115 @@ class Layer2Announcer:
         return links
 
     def _apply(self) -> None:
+        """Diff what is desired against what is held. What is answered for changes at once,
+        for every VIP; the per-VIP kernel and wire work (a solicited-node group joined or
+        left, a burst's first frame) is queued and done SLICE VIPs per loop turn (_drain), the
+        first slice before this returns. Taking or dropping 10,000 VIPs costs ~1-2 s of that
+        work (the kernel's group join ~60 us, leave ~100 us): in one go it stalled the loop
+        past STALL, and a stalled speaker drops all it holds (docs/performance.md)."""
         links = self._resolve()
-        for vip, link in list(self._held.items()):
-            if links.get(vip) != link:
-                self._release(vip)
+        released = [vip for vip, link in self._held.items() if links.get(vip) != link]
+        for vip in released:
+            self._release(vip)
+        taken: list[IPAddress] = []
         for vip, link in links.items():
             if vip not in self._held:
                 try:
                     self._hold(vip, link)
                 except AnnounceError as err:
-                    log.warning(
-                        "l2_hold_failed vip=%s interface=%s error=%s cause=%s",
-                        vip, link.name, err, err.__cause__,
-                    )  # fmt: skip
-                    self._unheld[vip] = HoldFailure.SOCKET_FAILED
+                    self._hold_failed(vip, link, err)
+                else:
+                    taken.append(vip)
+        self._log_vips("l2_released", released)
+        self._log_vips("l2_holding", taken)
         self._close_idle_ports()
+        self._drain()
 
     def _hold(self, vip: IPAddress, link: Link) -> None:
         port = self._ports.get(link) or self._open_port(link)
-        if isinstance(vip, IPv6Address):
-            port.socket.join(vip)
         port.vips.add(vip)
         self._held[vip] = link
-        log.info("l2_holding vip=%s interface=%s mac=%s", vip, link.name, link.mac)
-        self._start_burst(vip)
+        self._fresh.add(vip)
+        self._enqueue(vip)
 
     def _release(self, vip: IPAddress) -> None:
+        self._unhold(vip)
+        self._enqueue(vip)
+
+    def _unhold(self, vip: IPAddress) -> None:
         link = self._held.pop(vip)
-        if (task := self._bursts.pop(vip, None)) is not None:
-            task.cancel()
-        port = self._ports[link]
-        port.vips.discard(vip)
-        log.info("l2_released vip=%s interface=%s", vip, link.name)
-        if isinstance(vip, IPv6Address):
-            try:
-                port.socket.leave(vip)
-            except AnnounceError as err:
-                log.warning("l2_leave_failed vip=%s error=%s cause=%s", vip, err, err.__cause__)
+        self._bursts.pop(vip, None)  # its wave skips it from now on
+        self._fresh.discard(vip)
+        self._ports[link].vips.discard(vip)
+
+    def _hold_failed(self, vip: IPAddress, link: Link, err: AnnounceError) -> None:
+        log.warning(
+            "l2_hold_failed vip=%s interface=%s error=%s cause=%s",
+            vip, link.name, err, err.__cause__,
+        )  # fmt: skip
+        self._unheld[vip] = HoldFailure.SOCKET_FAILED
+
+    def _log_vips(self, what: str, vips: list[IPAddress]) -> None:
+        """One line per VIP for the first LOG_VIPS of a change, then a count."""
+        for vip in vips[:LOG_VIPS]:
+            link = self._held.get(vip)
+            log.info("%s vip=%s interface=%s", what, vip, link.name if link else "-")
+        if len(vips) > LOG_VIPS:
+            log.info("%s more=%d", what, len(vips) - LOG_VIPS)
+
+    # -- the queued per-VIP work ---------------------------------------------------------------
+
+    def _enqueue(self, vip: IPAddress) -> None:
+        if vip not in self._queued:
+            self._queued.add(vip)
+            self._work.append(vip)
+
+    def _drain(self) -> None:
+        """Settle up to SLICE queued VIPs; the rest on the next loop turn (after the frames and
+        timers ready by then: probes and acks go on while a large change is worked through)."""
+        wave: list[IPAddress] = []
+        for _ in range(min(SLICE, len(self._work))):
+            vip = self._work.popleft()
+            self._queued.discard(vip)
+            if self._settle(vip):
+                wave.append(vip)
+        if wave:
+            self._start_wave(wave)
+        self._close_idle_ports()  # a port whose last group was just left
+        if self._work and self._draining is None and self._loop is not None:
+            self._draining = self._loop.call_soon(self._drain_later)
+
+    def _drain_later(self) -> None:
+        self._draining = None
+        self._drain()
+
+    def _settle(self, vip: IPAddress) -> bool:
+        """Bring one VIP's group membership to where it is held now (none when released) and
+        send the first frame of a new holding; True when a burst starts."""
+        link = self._held.get(vip)
+        port = self._ports.get(link) if link is not None else None
+        if isinstance(vip, IPv6Address) and self._joined.get(vip) is not port:
+            joined = self._joined.pop(vip, None)
+            if joined is not None and self._ports.get(joined.link) is joined:  # still open
+                joined.joined.discard(vip)
+                try:
+                    joined.socket.leave(vip)
+                except AnnounceError as err:
+                    log.warning("l2_leave_failed vip=%s error=%s cause=%s", vip, err, err.__cause__)
+            if port is not None and link is not None:
+                try:
+                    port.socket.join(vip)
+                except AnnounceError as err:
+                    self._unhold(vip)  # nothing joined: nothing left to settle
+                    self._hold_failed(vip, link, err)
+                    return False
+                self._joined[vip] = port
+                port.joined.add(vip)
+        if port is None or vip not in self._fresh:
+            return False
+        self._fresh.discard(vip)
+        self._announce(vip)
+        return True
 
     # -- sockets -------------------------------------------------------------------------------
 
@@ -262,26 +360,41 @@ class Layer2Announcer:
     # -- announcing ----------------------------------------------------------------------------
 
     def _start_burst(self, vip: IPAddress) -> None:
-        if (old := self._bursts.pop(vip, None)) is not None:
-            old.cancel()
-        loop = self._running_loop()
-        first = loop.time()
+        self._fresh.discard(vip)
         self._announce(vip)
-        if self._burst_count > 1:
-            task = loop.create_task(self._repeat(vip, first), name=f"l2-burst-{vip}")
-            self._bursts[vip] = task
-            task.add_done_callback(lambda done: self._burst_done(vip, done))
+        self._start_wave([vip])
 
-    def _burst_done(self, vip: IPAddress, task: asyncio.Task[None]) -> None:
-        if self._bursts.get(vip) is task:
-            del self._bursts[vip]
-
-    async def _repeat(self, vip: IPAddress, first: float) -> None:
+    def _start_wave(self, vips: list[IPAddress]) -> None:
+        """The rest of the bursts of `vips`, whose first frame just went out: one task for them
+        all, which skips a VIP released or re-announced since (_bursts names its wave)."""
+        if self._burst_count <= 1:
+            return
         loop = self._running_loop()
+        task = loop.create_task(self._repeat(vips, loop.time()), name="l2-burst")
+        for vip in vips:
+            self._bursts[vip] = task
+        task.add_done_callback(lambda done: self._wave_done(vips, done))
+
+    def _wave_done(self, vips: list[IPAddress], task: asyncio.Task[None]) -> None:
+        for vip in vips:
+            if self._bursts.get(vip) is task:
+                del self._bursts[vip]
+
+    async def _repeat(self, vips: list[IPAddress], first: float) -> None:
+        loop = self._running_loop()
+        me = asyncio.current_task()
         for n in range(1, self._burst_count):
             # Scheduled from the first frame, so a slow send does not stretch the burst.
             await asyncio.sleep(max(0.0, first + n * self._burst_interval - loop.time()))
-            self._announce(vip)
+            sent = 0
+            for vip in vips:
+                if self._bursts.get(vip) is me:
+                    self._announce(vip)
+                    sent += 1
+                    if sent % SLICE == 0:
+                        await asyncio.sleep(0)  # a large wave: other work between slices
+            if not sent:
+                return
 
     def _announce(self, vip: IPAddress) -> None:
         if not self.hooks.awake():
