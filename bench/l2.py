@@ -583,6 +583,8 @@ def probe_child(node: str, plan_path: str, profile: str | None = None) -> int:
 
         def sync(self, desired: object) -> None: ...
 
+        def reannounce(self, vip: object) -> None: ...
+
         def interface_for(self, ip: object, allowed: object = ()) -> str:
             return "eth0"
 

@@ -246,6 +246,7 @@ class DataPlane(Messages):
         snapshot = (dict(self.liveness.held), self.liveness.leaving)
         if not force and snapshot == self._applied:
             return
+        before = self._applied[0] if self._applied is not None else {}
         self._applied = snapshot
         held: dict[IPAddress, Held] = {}
         for key, group in self.liveness.holding().items():
@@ -259,8 +260,23 @@ class DataPlane(Messages):
         changed = held != self._held or self._carry_changed
         self._held, self._carry_changed = held, False
         self.announcer.sync({ip: h.interface for h in held.values() for ip in h.ips})
+        self._reannounce_retaken(before, held)
         if changed:
             self.on_change(dict(held))
+
+    def _reannounce_retaken(
+        self, before: Mapping[IPAddress, int], held: Mapping[IPAddress, Held]
+    ) -> None:
+        """Groups held before and now at a newer epoch: taken again, with another holder in
+        between (say the rank-1 node took one back and left at once, before this acting owner
+        heard it took it). The announcer never let go, so it would send no burst, and clients
+        would keep the MAC of the node that left."""
+        for key, epoch in self.liveness.held.items():
+            if key in held and before.get(key, epoch) != epoch:
+                log.info("group_retaken key=%s epoch=%d", key, epoch)
+                for ip in held[key].ips:
+                    with contextlib.suppress(KeyError):  # one the announcer could not hold
+                        self.announcer.reannounce(ip)
 
     def _log_ownership(self, held: Mapping[IPAddress, Held]) -> None:
         """One line per group taken or dropped (the first LOG_GROUPS of each, then a count)."""

@@ -14,7 +14,7 @@ from lbctl.core.model import IPAddress, NodeName
 from speaker import dataplane
 from speaker.dataplane import DataPlane
 from speaker.dataplane_types import Answered, Plan
-from speaker.probes import Message, decode, encode
+from speaker.probes import Kind, Message, decode, encode
 
 N1, N2 = NodeName("node-1"), NodeName("node-2")
 ADDR = {N1: ipaddress.ip_address("192.0.2.1"), N2: ipaddress.ip_address("192.0.2.2")}
@@ -22,13 +22,24 @@ VIP = ipaddress.ip_address("192.0.2.200")
 
 
 class Silent:
-    """An announcer that never touches the wire."""
+    """An announcer that never touches the wire; it keeps what it was told to hold, and the
+    VIPs it was asked to announce again."""
+
+    def __init__(self) -> None:
+        self.desired: dict[IPAddress, str] = {}
+        self.reannounced: list[IPAddress] = []
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
-    def sync(self, desired: Mapping[IPAddress, str]) -> None: ...
+    def sync(self, desired: Mapping[IPAddress, str]) -> None:
+        self.desired = dict(desired)
+
+    def reannounce(self, vip: IPAddress) -> None:
+        if vip not in self.desired:
+            raise KeyError(vip)
+        self.reannounced.append(vip)
 
     def interface_for(self, ip: IPAddress, allowed: tuple[str, ...]) -> str | None:
         return "eth0"
@@ -124,6 +135,27 @@ def test_a_probe_naming_an_unknown_report_is_still_acked() -> None:
     tick(n2)
     (probe,) = deliver(w2, restarted, N2)
     assert probe.body
+
+
+def test_an_acting_owner_that_takes_a_group_again_announces_it_again() -> None:
+    """node-2 holds node-1's group; node-1 takes it back and leaves before node-2 heard it took
+    it. node-2's announcer never let go; without a new burst the clients keep node-1's MAC."""
+    n1, w1 = plane(N1)
+    n2, w2 = plane(N2)
+    for _ in range(2):
+        round_trip(n2, w1, w2, n1)
+    n2.liveness.held[VIP] = 1  # node-2 acting owner at epoch 1 (node-1 was away)
+    n2._apply()
+    announcer = n2.announcer
+    assert isinstance(announcer, Silent) and VIP in announcer.desired
+    n1.liveness.held[VIP] = 2  # the hand-back: node-1 holds it at epoch 2 ...
+    for node in n1.liveness.leave():  # ... and is SIGTERMed at once (DataPlane._shutdown)
+        n1._send(Kind.PROBE, node)
+    deliver(w1, n2, N1)
+    assert n2.liveness.held[VIP] > 2, "node-2 took the group again, at a newer epoch"
+    assert announcer.reannounced == [VIP]
+    n2._apply(force=True)  # nothing changed since: no new burst
+    assert announcer.reannounced == [VIP]
 
 
 @pytest.mark.parametrize("after", [0.0, 0.03, 0.0999, 12.34567])
