@@ -339,7 +339,8 @@ class Agent(ConditionWriter):
             name: info.internal_ips[0] for name, info in self.nodes.items() if info.internal_ips
         }
         groups = tuple(self._dp_groups.values())
-        self.dataplane.update(Plan(groups, dict(self._dp_interfaces), addresses))
+        diff = None if whole else {k: self._dp_groups.get(k) for k in changed}
+        self.dataplane.update(Plan(groups, dict(self._dp_interfaces), addresses, diff))
 
     # -- Events --------------------------------------------------------------------------------
 

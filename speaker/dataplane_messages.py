@@ -54,8 +54,9 @@ class Messages:
         self.peer_fresh: dict[NodeName, bool] = {}
         self._taken_from_me: set[IPAddress] = set()  # while leaving: groups others announce
         self.reports = Reports()
+        self._report_held = -1  # the version of Liveness.held my report was made from
 
-    def _apply(self, *, force: bool = False) -> None:
+    def _apply(self, *, everything: bool = False) -> None:
         """Hand the announcer what this node holds now (DataPlane's)."""
         raise NotImplementedError
 
@@ -69,10 +70,11 @@ class Messages:
             and mine.leaving == lv.leaving
             and mine.cannot == lv.cannot
             and mine.macs == macs
-            and mine.holding == lv.held
+            and self._report_held == lv.held.version  # not a dict comparison per message
         ):
             return
         self.reports.set_mine(lv.report(self.fresh, macs))
+        self._report_held = lv.held.version
 
     def _message(self, kind: Kind, seq: int, to: NodeName | None, **extra: object) -> Message:
         """A message to `to` carrying this node's report only if `to` lacks it."""

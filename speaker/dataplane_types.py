@@ -5,6 +5,7 @@ announcer as it uses it (Announcer; speaker.runner passes speaker.announcers.lay
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +33,8 @@ class Announcer(Protocol):
 
     def sync(self, desired: Mapping[IPAddress, str]) -> None: ...
 
+    def update(self, changes: Mapping[IPAddress, str | None]) -> None: ...
+
     def reannounce(self, vip: IPAddress) -> None: ...
 
     def interface_for(self, ip: IPAddress, allowed: tuple[str, ...]) -> str | None: ...
@@ -53,6 +56,18 @@ class Plan:
     groups: tuple[Group, ...]
     interfaces: Mapping[IPAddress, tuple[str, ...]]  # group key -> allowed interfaces (or all)
     addresses: Mapping[NodeName, IPAddress]  # node -> InternalIP, where its speaker listens
+    # the difference from the plan handed over before: each group key added, changed (its
+    # group or its interfaces) or removed (None); None when this plan is to be taken whole
+    changed: Mapping[IPAddress, Group | None] | None = None
+
+    def after(self, earlier: Plan) -> Plan:
+        """This plan as one change from the plan before `earlier` (two plans handed over
+        before the data plane took the first: their differences merged)."""
+        if self.changed is None:
+            return self
+        if earlier.changed is None:
+            return dataclasses.replace(self, changed=None)
+        return dataclasses.replace(self, changed={**earlier.changed, **self.changed})
 
 
 @dataclass(frozen=True, slots=True)

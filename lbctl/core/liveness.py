@@ -16,7 +16,7 @@ Design and numbers: ../shared/reference/liveness.md and docs/speaker.md. In shor
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from lbctl.core.liveness_types import (
     CHECK_WAIT,
@@ -37,8 +37,58 @@ from lbctl.core.liveness_types import (
 from lbctl.core.model import IPAddress, NodeName
 
 
+class HeldMap(dict[IPAddress, int]):
+    """The groups this node holds -> the epoch it holds each at. A dict that counts its changes
+    (`version`) and keeps the keys changed since the shell last took them (take_changed): at
+    10,000 groups, comparing or redoing every group per message or plan was ~0.1 s of the
+    data-plane loop (docs/performance.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 0
+        self._changed: set[IPAddress] = set()
+
+    def __setitem__(self, key: IPAddress, epoch: int) -> None:
+        if self.get(key) != epoch:
+            super().__setitem__(key, epoch)
+            self._note(key)
+
+    def __delitem__(self, key: IPAddress) -> None:
+        super().__delitem__(key)
+        self._note(key)
+
+    def pop(self, key: IPAddress, default: int | None = None) -> int | None:  # type: ignore[override]
+        if key not in self:
+            return default
+        self._note(key)
+        return super().pop(key)
+
+    def clear(self) -> None:
+        if self:
+            self.version += 1
+            self._changed.update(self)
+        super().clear()
+
+    def _note(self, key: IPAddress) -> None:
+        self.version += 1
+        self._changed.add(key)
+
+    def take_changed(self) -> set[IPAddress]:
+        """The keys taken, dropped or re-taken at another epoch since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def update(self, *_: object, **__: object) -> None:
+        raise TypeError("HeldMap changes one key at a time (its changes are tracked)")
+
+    setdefault = popitem = update  # type: ignore[assignment]
+
+
 class Liveness:
-    """One speaker's view. Not thread-safe: the shell calls it from its data-plane loop."""
+    """One speaker's view. Not thread-safe: the shell calls it from its data-plane loop.
+
+    A plan's change (update_groups), a peer's report and a hand-back decide only the groups
+    they touch; a peer declared dead or alive, isolation, a stall or a whole plan decide all."""
 
     def __init__(self, me: NodeName, now: float) -> None:
         self.me = me
@@ -48,7 +98,7 @@ class Liveness:
         self.holders: dict[IPAddress, Holder] = {}  # newest other holder heard of, per group
         self.heard: dict[NodeName, float] = {}  # when each node's last message came
         self._last_report: dict[NodeName, Report] = {}  # unchanged reports skip the decision
-        self.held: dict[IPAddress, int] = {}  # group key -> epoch this node holds it at
+        self.held = HeldMap()  # group key -> epoch this node holds it at
         self.cannot: frozenset[IPAddress] = frozenset()
         self.handed_back: set[IPAddress] = set()
         self.leaving = False
@@ -56,17 +106,65 @@ class Liveness:
         self.last_contact = now  # a peer's probe or ack
         self.last_api_ok = now
         self.verdicts: dict[IPAddress, Verdict] = {}
-        self._waiting = False  # some verdict is STARTING or RETURNING (set where verdicts are)
+        self._waiting: set[IPAddress] = set()  # groups whose verdict is STARTING or RETURNING
+        self._acting: set[IPAddress] = set()  # groups whose verdict is TOOK_OVER
+        self._watch_refs: dict[NodeName, int] = {}  # node above this one -> groups watching it
         self._was_isolated = False
 
     # -- inputs ------------------------------------------------------------------------------
 
     def set_groups(self, groups: Iterable[Group], now: float) -> None:
+        """The whole plan: every group decided again."""
         self.groups = {g.key: g for g in groups}
         for key in [k for k in self.held if k not in self.groups]:
             del self.held[key]
+        self._forget([k for k in self.verdicts if k not in self.groups])
+        self._watch_refs = {}
+        for group in self.groups.values():
+            for node in self._above(group):
+                self._watch_refs[node] = self._watch_refs.get(node, 0) + 1
         self._refresh_peers(now)
         self._decide(now)
+
+    def update_groups(self, changes: Mapping[IPAddress, Group | None], now: float) -> None:
+        """A plan's difference: each key's new group, or None when it is gone. Decides those
+        groups and the ones waiting on time, as set_groups with the whole plan would
+        (tests/unit/test_liveness_incremental.py)."""
+        for key, group in changes.items():
+            old = self.groups.pop(key, None)
+            if old is not None:
+                for node in self._above(old):
+                    left = self._watch_refs[node] - 1
+                    if left:
+                        self._watch_refs[node] = left
+                    else:
+                        del self._watch_refs[node]
+            if group is None:
+                self.held.pop(key)
+                self._forget((key,))
+                continue
+            self.groups[key] = group
+            for node in self._above(group):
+                self._watch_refs[node] = self._watch_refs.get(node, 0) + 1
+        self._refresh_peers(now)
+        if self.isolated(now) != self._was_isolated:
+            self._decide(now)  # as set_groups would; the next tick logs the flip
+            return
+        self._decide(now, {k for k in changes if k in self.groups} | self._waiting)
+
+    def _forget(self, keys: Iterable[IPAddress]) -> None:
+        for key in keys:
+            self.verdicts.pop(key, None)
+            self.handed_back.discard(key)
+            self._waiting.discard(key)
+            self._acting.discard(key)
+
+    def _above(self, group: Group) -> tuple[NodeName, ...]:
+        """The nodes this one watches for `group`: those above it where it is rank 2 or 3."""
+        ranking = group.ranking
+        if self.me in ranking[1:3]:
+            return ranking[: ranking.index(self.me)]
+        return ()
 
     def _refresh_peers(self, now: float) -> None:
         watched = self._watched()
@@ -76,8 +174,9 @@ class Liveness:
             self.peers.setdefault(name, Peer(last_probe=now - PROBE_INTERVAL))
 
     def set_cannot_carry(self, keys: frozenset[IPAddress], now: float) -> None:
+        changed = keys ^ self.cannot
         self.cannot = keys
-        self._decide(now)
+        self._decide(now, [k for k in changed if k in self.groups])
 
     def api_ok(self, now: float) -> None:
         self.last_api_ok = now
@@ -97,25 +196,26 @@ class Liveness:
                     self._decide(now)
             return
         self._last_report[report.node] = report
-        changed = False
+        touched: list[IPAddress] = []  # groups whose holders changed: decided again
         for key in [k for k, h in self.holders.items() if h.node == report.node]:
             if key not in report.holding:
                 del self.holders[key]  # it let go
-                changed = True
+                touched.append(key)
         for key, epoch in report.holding.items():
             known = self.holders.get(key)
             newer = known is None or (epoch >= known.epoch and known != Holder(report.node, epoch))
             if newer:
                 self.holders[key] = Holder(report.node, epoch)
-                changed = True
+                touched.append(key)
             if epoch > self.held.get(key, epoch):
                 del self.held[key]  # a newer holder: this node was stalled or partitioned
-                changed = True
+                touched.append(key)
+        everything = False  # a peer's state changed: every group it ranks in is decided again
         if report.node not in self.peers and any(
             h.node == report.node for h in self.holders.values()
         ):
             self._refresh_peers(now)  # rank 1 watches whoever holds its group meanwhile
-            changed = True
+            everything = True
         peer = self.peers.get(report.node)  # _refresh_peers may have added it
         if peer is not None:
             before = (peer.dead, peer.report.cannot if peer.report else None)
@@ -123,9 +223,11 @@ class Liveness:
             self._answered(peer, now)
             if report.leaving:
                 peer.dead = True
-            changed |= before != (peer.dead, report.cannot)
-        if changed:
+            everything |= before != (peer.dead, report.cannot)
+        if everything:
             self._decide(now)
+        elif touched:
+            self._decide(now, [k for k in touched if k in self.groups])
 
     def on_check(self, node: NodeName, now: float) -> None:
         """An indirect probe or an ARP probe answered while `node` is suspect: not dead."""
@@ -137,10 +239,9 @@ class Liveness:
 
     def on_handback(self, keys: Iterable[IPAddress], now: float) -> None:
         """The acting owner gives rank-1 groups back to this node."""
-        for key in keys:
-            if key in self.groups and self._rank(key) == 1:
-                self.handed_back.add(key)
-        self._decide(now)
+        given = [k for k in keys if k in self.groups and self._rank(k) == 1]
+        self.handed_back.update(given)
+        self._decide(now, given)
 
     def on_lag(self, lag: float, now: float) -> None:
         """Own event-loop lag. Past the probe interval a monitor declares nobody dead (its own
@@ -182,7 +283,8 @@ class Liveness:
         self.held.clear()
         for key in self.groups:
             self.verdicts[key] = Verdict.LEAVING
-        self._waiting = False
+        self._waiting.clear()
+        self._acting.clear()
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -197,7 +299,7 @@ class Liveness:
         probes: list[NodeName] = []
         indirect: list[tuple[NodeName, NodeName]] = []
         arp: list[IPAddress] = []
-        changed = self._timed(now)
+        changed = self._isolation_flipped(now)
         for name, peer in self.peers.items():
             # the same float tolerance as the probe interval's: the shell ticks on exact
             # multiples of the interval, and 0.3 - 0.1 is not quite 0.2 in floating point
@@ -219,14 +321,15 @@ class Liveness:
                 ]
         if changed:
             self._decide(now)
+        elif self._waiting:  # a start-up or a return under way: verdicts that time may change
+            self._decide(now, list(self._waiting))
         return Actions(tuple(probes), tuple(indirect), tuple(arp), self._handbacks(now))
 
-    def _timed(self, now: float) -> bool:
-        """Whether a verdict may change with time alone: a start-up or a return under way, or
-        isolation starting or ending."""
+    def _isolation_flipped(self, now: float) -> bool:
+        """Whether isolation started or ended since the last tick."""
         isolated = self.isolated(now)
         flipped, self._was_isolated = isolated != self._was_isolated, isolated
-        return flipped or self._waiting
+        return flipped
 
     # -- the decision ------------------------------------------------------------------------
 
@@ -235,16 +338,17 @@ class Liveness:
         return ranking.index(self.me) + 1 if self.me in ranking else None
 
     def _watched(self) -> set[NodeName]:
-        """The nodes above this one where it is rank 2 or 3, and, where it is rank 1, another
-        node that holds the group meanwhile: a returning owner takes over at once if the acting
-        owner dies before the hand-back."""
-        watched: set[NodeName] = set()
-        for key, group in self.groups.items():
-            rank = self._rank(key)
-            if rank in (2, 3):
-                watched.update(group.ranking[: rank - 1])
-            holder = self.holders.get(key)
-            if rank == 1 and holder is not None and holder.node in group.ranking[1:]:
+        """The nodes above this one where it is rank 2 or 3 (counted as groups change), and,
+        where it is rank 1, another node that holds the group meanwhile: a returning owner
+        takes over at once if the acting owner dies before the hand-back."""
+        watched = set(self._watch_refs)
+        for key, holder in self.holders.items():
+            group = self.groups.get(key)
+            if (
+                group is not None
+                and group.ranking[:1] == (self.me,)
+                and holder.node in group.ranking[1:]
+            ):
                 watched.add(holder.node)
         return watched
 
@@ -283,18 +387,27 @@ class Liveness:
         quiet = now - max(self.last_contact, self.last_api_ok)
         return quiet >= ISOLATED_AFTER
 
-    def _decide(self, now: float) -> None:
+    def _decide(self, now: float, keys: Iterable[IPAddress] | None = None) -> None:
+        """Decide `keys` (groups this node has), or every group. The groups waiting on time
+        and the ones held for another node are kept as sets here, not recounted over ten
+        thousand verdicts ten times a second."""
         isolated = self.isolated(now)
-        waiting = False
-        for key in self.groups:
+        if keys is None:
+            keys = self.groups
+            self._waiting, self._acting = set(), set()
+        for key in keys:
             verdict = self._decide_group(key, now, isolated=isolated)
             self.verdicts[key] = verdict
-            if verdict is not Verdict.OWNER and verdict is not Verdict.TOOK_OVER:
-                self.held.pop(key, None)
-                waiting = waiting or verdict is Verdict.STARTING or verdict is Verdict.RETURNING
-        # every tick asks whether time alone may change a verdict: kept here, not recounted
-        # over a thousand verdicts ten times a second
-        self._waiting = waiting
+            if verdict is Verdict.TOOK_OVER:
+                self._acting.add(key)
+            else:
+                self._acting.discard(key)
+                if verdict is not Verdict.OWNER:
+                    self.held.pop(key)
+            if verdict is Verdict.STARTING or verdict is Verdict.RETURNING:
+                self._waiting.add(key)
+            else:
+                self._waiting.discard(key)
 
     def _decide_group(self, key: IPAddress, now: float, *, isolated: bool) -> Verdict:
         rank = self._rank(key)
@@ -337,7 +450,9 @@ class Liveness:
     def _handbacks(self, now: float) -> tuple[tuple[NodeName, tuple[IPAddress, ...]], ...]:
         """Groups this node holds for a rank-1 node that has answered for HANDBACK_AFTER."""
         out: dict[NodeName, list[IPAddress]] = {}
-        for key in self.held:
+        for key in self._acting:
+            if key not in self.held:
+                continue  # dropped since it was decided (a newer epoch, a conflict, a stall)
             ranking = self.groups[key].ranking
             peer = self.peers.get(ranking[0]) if ranking[0] != self.me else None
             if (

@@ -3,7 +3,9 @@ loop): reports travel only while the receiver lacks them, and ticks fall in phas
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import random
 import time
 from collections.abc import Mapping
 
@@ -35,6 +37,13 @@ class Silent:
 
     def sync(self, desired: Mapping[IPAddress, str]) -> None:
         self.desired = dict(desired)
+
+    def update(self, changes: Mapping[IPAddress, str | None]) -> None:
+        for vip, name in changes.items():
+            if name is None:
+                self.desired.pop(vip, None)
+            else:
+                self.desired[vip] = name
 
     def reannounce(self, vip: IPAddress) -> None:
         if vip not in self.desired:
@@ -154,7 +163,7 @@ def test_an_acting_owner_that_takes_a_group_again_announces_it_again() -> None:
     deliver(w1, n2, N1)
     assert n2.liveness.held[VIP] > 2, "node-2 took the group again, at a newer epoch"
     assert announcer.reannounced == [VIP]
-    n2._apply(force=True)  # nothing changed since: no new burst
+    n2._apply(everything=True)  # nothing changed since: no new burst
     assert announcer.reannounced == [VIP]
 
 
@@ -190,7 +199,7 @@ def test_plans_handed_faster_than_taken_are_not_queued_the_latest_wins() -> None
 def test_a_plan_handed_before_the_loop_runs_does_not_hold_back_the_next() -> None:
     p = DataPlane(N1, Silent(), bind=("127.0.0.1", 0))
     early, later = (Plan((Group(VIP, (VIP,), (N1, N2)),), {}, dict(ADDR)) for _ in range(2))
-    p.update(early)  # no loop yet: not taken, and not left pending either
+    p.update(early)  # no loop yet: kept, and taken when the loop starts
     p.start()
     try:
         p.update(later)
@@ -200,3 +209,55 @@ def test_a_plan_handed_before_the_loop_runs_does_not_hold_back_the_next() -> Non
         assert p.plan is later
     finally:
         p.stop(graceful=False)
+
+
+class Picky(Silent):
+    """An announcer with no interface for the VIPs in `nowhere`."""
+
+    def __init__(self, nowhere: set[IPAddress]) -> None:
+        super().__init__()
+        self.nowhere = nowhere
+
+    def interface_for(self, ip: IPAddress, allowed: tuple[str, ...]) -> str | None:
+        return None if ip in self.nowhere else (allowed[0] if allowed else "eth0")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plans_taken_by_difference_end_where_whole_plans_do(seed: int) -> None:
+    rng = random.Random(seed)
+    keys = [ipaddress.ip_address(f"198.51.100.{i}") for i in range(1, 40)]
+    nowhere = set(rng.sample(keys, 5))
+    nodes = (N1, N2, NodeName("node-3"))
+    by_diff, whole = (DataPlane(N1, Picky(nowhere), bind=("127.0.0.1", 0)) for _ in range(2))
+    for p in (by_diff, whole):
+        p.liveness.started -= 10  # past the start-up hold: rank 1 takes its groups at once
+    groups: dict[IPAddress, Group] = {}
+    interfaces: dict[IPAddress, tuple[str, ...]] = {}
+    for step in range(80):
+        changed: dict[IPAddress, Group | None] = {}
+        for key in rng.sample(keys, rng.randint(1, 6)):
+            ranking = list(nodes)
+            rng.shuffle(ranking)
+            if key in groups and rng.random() < 0.3:
+                del groups[key]
+                interfaces.pop(key, None)
+                changed[key] = None
+                continue
+            extra = tuple(
+                ipaddress.ip_address(int(key) + 256 * n) for n in range(1, rng.randint(1, 3))
+            )
+            groups[key] = changed[key] = Group(
+                key, (key, *extra), tuple(ranking[: rng.randint(1, 3)])
+            )
+            if rng.random() < 0.3:
+                interfaces[key] = ("eth1",)
+            else:
+                interfaces.pop(key, None)
+        plan = Plan(tuple(groups.values()), dict(interfaces), ADDR)
+        by_diff._update(dataclasses.replace(plan, changed=None if step == 0 else changed))
+        whole._update(plan)
+        assert by_diff._held == whole._held
+        assert by_diff.announcer.desired == whole.announcer.desired  # type: ignore[attr-defined]
+        assert by_diff.liveness.cannot == whole.liveness.cannot
+        assert by_diff._group_of == whole._group_of
+    assert by_diff._held and by_diff.liveness.cannot

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -311,6 +312,25 @@ async def test_every_vip_of_a_large_change_gets_its_whole_burst(bench: Bench) ->
     await settle(8 * INTERVAL)
     eth0 = bench.socket_for("eth0")
     assert sorted(eth0.sent) == sorted(frames.unsolicited_na(MAC0, v) for v in MANY * 5)
+
+
+@pytest.mark.asyncio
+async def test_updates_of_a_few_vips_end_where_syncing_the_whole_state_would(bench: Bench) -> None:
+    rng = random.Random(7)
+    vips: list[IPv4Address | IPv6Address] = [*MANY[:20], VIP4, VIP4B]
+    desired: dict[IPv4Address | IPv6Address, str] = {}
+    links = {"eth0": ETH0.link, "eth1": ETH1.link}
+    for _ in range(60):
+        changes = {v: rng.choice(["eth0", "eth1", "eth9", None]) for v in rng.sample(vips, 4)}
+        bench.announcer.update(changes)
+        desired = {v: n for v, n in {**desired, **changes}.items() if n is not None}
+        assert dict(bench.announcer.held) == {v: links[n] for v, n in desired.items() if n in links}
+        assert dict(bench.announcer.unheld) == {
+            v: HoldFailure.INTERFACE_MISSING for v, n in desired.items() if n == "eth9"
+        }
+    await worked_through(bench)
+    groups = {v for s in bench.sockets if not s.closed for v in s.groups}
+    assert groups == {v for v, n in desired.items() if n in links and isinstance(v, IPv6Address)}
 
 
 # -- what cannot be held, and why ---------------------------------------------------------------

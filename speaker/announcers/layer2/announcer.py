@@ -9,7 +9,7 @@ import collections
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from types import MappingProxyType
@@ -185,6 +185,18 @@ class Layer2Announcer:
         self._desired = dict(desired)
         self._apply()
 
+    def update(self, changes: Mapping[IPAddress, str | None]) -> None:
+        """sync() for the VIPs in `changes` alone (None: no longer desired): a change of a few
+        VIPs costs those, not every VIP held (the data plane's path; sync() is for whole
+        states)."""
+        self._running_loop()
+        for vip, name in changes.items():
+            if name is None:
+                self._desired.pop(vip, None)
+            else:
+                self._desired[vip] = name
+        self._apply(changes.keys())
+
     def reannounce(self, vip: IPAddress) -> None:
         """Start a fresh burst for a held VIP (a conflict's winner repairs the clients the
         other speaker's frames flipped)."""
@@ -197,13 +209,21 @@ class Layer2Announcer:
             self._apply()
             self.hooks.on_interfaces()
 
-    def _resolve(self) -> dict[IPAddress, Link]:
-        """Desired VIPs on interfaces that can carry them; the rest go to _unheld."""
+    def _resolve(self, vips: Iterable[IPAddress] | None) -> dict[IPAddress, Link | None]:
+        """Each of `vips` (None: every desired or held VIP) -> the link to hold it on, or None
+        (not desired, or in _unheld with the reason its interface cannot carry it)."""
         by_name = {i.name: i for i in self.interfaces.interfaces}
-        self._unheld = {}
-        links: dict[IPAddress, Link] = {}
-        for vip, name in self._desired.items():
-            interface = by_name.get(name)
+        if vips is None:
+            self._unheld = {}
+            vips = self._desired.keys() | self._held.keys()
+        links: dict[IPAddress, Link | None] = {}
+        for vip in vips:
+            self._unheld.pop(vip, None)
+            name = self._desired.get(vip)
+            interface = by_name.get(name) if name is not None else None
+            links[vip] = None
+            if name is None:
+                continue
             if interface is None:
                 self._unheld[vip] = HoldFailure.INTERFACE_MISSING
             elif not interface.up:
@@ -212,20 +232,21 @@ class Layer2Announcer:
                 links[vip] = interface.link
         return links
 
-    def _apply(self) -> None:
-        """Diff what is desired against what is held. What is answered for changes at once,
-        for every VIP; the per-VIP kernel and wire work (a solicited-node group joined or
-        left, a burst's first frame) is queued and done SLICE VIPs per loop turn (_drain), the
-        first slice before this returns. Taking or dropping 10,000 VIPs costs ~1-2 s of that
-        work (the kernel's group join ~60 us, leave ~100 us): in one go it stalled the loop
-        past STALL, and a stalled speaker drops all it holds (docs/performance.md)."""
-        links = self._resolve()
-        released = [vip for vip, link in self._held.items() if links.get(vip) != link]
+    def _apply(self, vips: Iterable[IPAddress] | None = None) -> None:
+        """Diff what is desired against what is held, for `vips` (None: all). What is answered
+        for changes at once, for every VIP; the per-VIP kernel and wire work (a solicited-node
+        group joined or left, a burst's first frame) is queued and done SLICE VIPs per loop
+        turn (_drain), the first slice before this returns. Taking or dropping 10,000 VIPs
+        costs ~1-2 s of that work (the kernel's group join ~60 us, leave ~100 us): in one go it
+        stalled the loop past STALL, and a stalled speaker drops all it holds
+        (docs/performance.md)."""
+        links = self._resolve(vips)
+        released = [v for v, link in links.items() if v in self._held and self._held[v] != link]
         for vip in released:
             self._release(vip)
         taken: list[IPAddress] = []
         for vip, link in links.items():
-            if vip not in self._held:
+            if link is not None and vip not in self._held:
                 try:
                     self._hold(vip, link)
                 except AnnounceError as err:
