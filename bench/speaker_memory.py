@@ -191,7 +191,7 @@ class Speaker:
                 await self.event(self.SLICES, "ADDED", slice_body(i))
             await self.agent.replan()
         held = {g.key: Held(g.key, g.ips, "eth0", Verdict.OWNER) for g in self.plane.plan.groups}
-        self.agent._held_changed(held)
+        self.agent._held_changed(held, None)
         self.announcer.sync({ip: "eth0" for h in held.values() for ip in h.ips})
         await self.agent._write_conditions()
         for name, condition in self.kube.written:

@@ -48,7 +48,9 @@ class DataPlane(Messages):
         announcer: Announcer,
         *,
         bind: tuple[str, int],
-        on_change: Callable[[dict[IPAddress, Held]], None] = lambda _: None,
+        on_change: Callable[[dict[IPAddress, Held], frozenset[IPAddress] | None], None] = (
+            lambda *_: None
+        ),
         on_foreign: Callable[[IPAddress, str, str], None] = lambda *_: None,
     ) -> None:
         super().__init__()
@@ -294,13 +296,13 @@ class DataPlane(Messages):
         gained: list[IPAddress] = []
         lost: list[IPAddress] = []
         changes: dict[IPAddress, str | None] = {}
-        changed = self._carry_changed
+        changed: set[IPAddress] = set()  # the groups whose Held changed
         for key in touched:
             old = self._held.get(key)
             new = self._held_now(key)
             if new == old:
                 continue
-            changed = True
+            changed.add(key)
             for ip in old.ips if old is not None else ():
                 changes[ip] = None
             if new is None:
@@ -317,13 +319,15 @@ class DataPlane(Messages):
         if gained or lost:
             self.ownership_changes += len(gained) + len(lost)
             self._log_ownership(gained, lost)
-        self._carry_changed = False
+        carry_changed, self._carry_changed = self._carry_changed, False
         if changes:
             self.announcer.update(changes)
         for key in retaken:
             self._reannounce(key)
-        if changed:
-            self.on_change(dict(self._held))
+        if changed or carry_changed:
+            # what changed, for the control loop to check those groups' conditions; None (all)
+            # when the groups this node cannot carry changed
+            self.on_change(dict(self._held), None if carry_changed else frozenset(changed))
 
     def _held_now(self, key: IPAddress) -> Held | None:
         group = self.liveness.groups.get(key)

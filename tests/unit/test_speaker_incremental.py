@@ -19,9 +19,11 @@ from speaker_fakes import DataPlane, Kube
 from lbctl.core.bgpplan import plan_bgp, routes_for
 from lbctl.core.bgproutes import Desired, PeerStatus, Statuses
 from lbctl.core.l2plan import plan_l2
+from lbctl.core.liveness_types import Verdict
 from lbctl.core.model import NodeName, PeerName
 from speaker.agent import GATHER_MAX, Agent
 from speaker.bgp import SENDING_HOLD
+from speaker.dataplane_types import Held
 from speaker.metrics import Metrics
 
 NET = ipaddress.ip_network("203.0.113.192/28")
@@ -140,10 +142,16 @@ def test_incremental_plans_equal_whole_plans_after_random_events() -> None:
             elif roll < 0.9:
                 agg = rng.choice((32, 30, 28))
                 me.on_config("MODIFIED", {"data": {"config.yaml": CONFIG.format(agg=agg)}})
-            elif roll < 0.97:  # the announcer acknowledges some routes, or the session changes
+            elif roll < 0.95:  # the announcer acknowledges some routes, or the session changes
                 nets = list(announcer.desired.get(router, {}))
                 sent = frozenset(rng.sample(nets, rng.randrange(len(nets) + 1)))
                 bgp._status_changed({router: PeerStatus(rng.random() < 0.8, sent)})
+            elif me.l2.groups:  # the data plane takes or drops a group: its conditions follow
+                key = rng.choice(sorted(me.l2.groups, key=str))
+                held = dict(me.held)
+                if held.pop(key, None) is None:
+                    held[key] = Held(key, me.l2.groups[key].ips, "eth0", Verdict.OWNER)
+                me._held_changed(held, frozenset({key}))
             if rng.random() < 0.5:
                 await me.replan()
                 groups, plans, desired = whole(me)
