@@ -8,6 +8,7 @@ speaker.dataplane's DataPlane, which owns the loop, the plan and the state decla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,9 @@ DUPLICATE_CHECK_EVERY = 5.0
 # node owning 300 groups would otherwise cost 300 probes and tasks per suspicion, on a loop that
 # is likely already behind (a saturated machine is when suspicions come).
 ARP_CHECKS_PER_OWNER = 3
+# s between two repairs of one VIP (a new burst after another speaker's frame claimed a VIP this
+# node keeps); the other speaker yields within one burst interval
+REPAIR_EVERY = 1.0
 
 
 class Messages:
@@ -55,6 +59,7 @@ class Messages:
         self._taken_from_me: set[IPAddress] = set()  # while leaving: groups others announce
         self.reports = Reports()
         self._report_held = -1  # the version of Liveness.held my report was made from
+        self._repaired: dict[IPAddress, float] = {}  # VIP -> when a conflict's repair started
 
     def _apply(self, *, everything: bool = False) -> None:
         """Hand the announcer what this node holds now (DataPlane's)."""
@@ -223,6 +228,21 @@ class Messages:
         if self.liveness.on_conflict(group.key, peer, fresh, self.fresh):
             log.info("yield_vip ip=%s to=%s", ip, peer)
             self._apply()
+        elif group.key in self.liveness.held:
+            self._repair(ip, peer)
+
+    def _repair(self, ip: IPAddress, peer: NodeName) -> None:
+        """This node keeps `ip` against `peer`, whose frames may have turned clients to its MAC:
+        a new burst turns them back (at most every REPAIR_EVERY per VIP)."""
+        now = time.monotonic()
+        if now - self._repaired.get(ip, -1e9) < REPAIR_EVERY:
+            return
+        if len(self._repaired) > 1024:
+            self._repaired.clear()
+        self._repaired[ip] = now
+        log.info("keep_vip ip=%s against=%s", ip, peer)
+        with contextlib.suppress(KeyError):  # one the announcer could not hold
+            self.announcer.reannounce(ip)
 
     def _speaker_of(self, mac: str) -> NodeName | None:
         return self.speaker_macs.get(mac.lower())

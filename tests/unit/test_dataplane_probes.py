@@ -261,3 +261,19 @@ def test_plans_taken_by_difference_end_where_whole_plans_do(seed: int) -> None:
         assert by_diff.liveness.cannot == whole.liveness.cannot
         assert by_diff._group_of == whole._group_of
     assert by_diff._held and by_diff.liveness.cannot
+
+
+def test_a_conflict_this_node_wins_is_repaired_by_a_new_burst_at_most_once_a_second() -> None:
+    n1, w1 = plane(N1)
+    n2, w2 = plane(N2)
+    for _ in range(2):
+        round_trip(n2, w1, w2, n1)  # node-1 learns node-2's MAC from its report
+    n1.liveness.held[VIP] = 1  # node-1, rank 1, holds the VIP
+    n1._apply()
+    announcer = n1.announcer
+    assert isinstance(announcer, Silent)
+    n2_mac = next(mac for mac, node in n1.speaker_macs.items() if node == N2)
+    n1.conflict(VIP, n2_mac, "eth0")  # node-2's frame claimed it: node-1 ranks higher, keeps it
+    n1.conflict(VIP, n2_mac, "eth0")
+    assert VIP in n1.liveness.held
+    assert announcer.reannounced == [VIP]
