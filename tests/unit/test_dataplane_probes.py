@@ -277,3 +277,23 @@ def test_a_conflict_this_node_wins_is_repaired_by_a_new_burst_at_most_once_a_sec
     n1.conflict(VIP, n2_mac, "eth0")
     assert VIP in n1.liveness.held
     assert announcer.reannounced == [VIP]
+
+
+def test_a_change_of_the_holdings_alone_makes_a_new_report_at_a_paced_rate() -> None:
+    n1, _ = plane(N1)
+    n1._my_report()
+    first = n1.reports.mine_id
+    n1.liveness.held[VIP] = 1
+    n1._report_due = time.monotonic() - 1  # the pace after the first report is over
+    n1._my_report()
+    assert n1.reports.mine_id != first and n1.reports.mine is not None
+    assert dict(n1.reports.mine.holding) == {VIP: 1}
+    second = n1.reports.mine_id
+    n1._report_due = time.monotonic() + 60  # as after a costly report
+    n1.liveness.held[VIP] = 2
+    n1._my_report()
+    assert n1.reports.mine_id == second, "paced: the holdings wait"
+    n1.fresh = False  # a flag goes out at once, with the holdings of now
+    n1._my_report()
+    assert n1.reports.mine_id != second and n1.reports.mine is not None
+    assert dict(n1.reports.mine.holding) == {VIP: 2}
