@@ -449,17 +449,18 @@ class Liveness:
 
     def _handbacks(self, now: float) -> tuple[tuple[NodeName, tuple[IPAddress, ...]], ...]:
         """Groups this node holds for a rank-1 node that has answered for HANDBACK_AFTER."""
+        back = {
+            name
+            for name, peer in self.peers.items()
+            if peer.answering_since is not None and now - peer.answering_since >= HANDBACK_AFTER
+        }
         out: dict[NodeName, list[IPAddress]] = {}
+        if not back:  # every tick: no group is visited while no rank-1 node came back
+            return ()
         for key in self._acting:
             if key not in self.held:
                 continue  # dropped since it was decided (a newer epoch, a conflict, a stall)
-            ranking = self.groups[key].ranking
-            peer = self.peers.get(ranking[0]) if ranking[0] != self.me else None
-            if (
-                peer is not None
-                and not self._failed(ranking[0], key)
-                and peer.answering_since is not None
-                and now - peer.answering_since >= HANDBACK_AFTER
-            ):
-                out.setdefault(ranking[0], []).append(key)
+            owner = self.groups[key].ranking[0]
+            if owner in back and owner != self.me and not self._failed(owner, key):
+                out.setdefault(owner, []).append(key)
         return tuple((n, tuple(sorted(ks, key=str))) for n, ks in sorted(out.items()))
