@@ -19,9 +19,11 @@ import ipaddress
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -398,6 +400,11 @@ def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
     print(f"# node-1 announces {c.announced('node-1')} IPs, {announced:.0f} s after the first "
           f"create; RSS {before:.1f} -> {after:.1f} MiB (VmHWM {hwm_mib(pid):.1f}), {load()}",
           flush=True)  # fmt: skip
+    lines = c.speakers["node-1"].log.read_text(errors="replace").splitlines()
+    stalls = [line for line in lines if " loop_stalled " in line]
+    print(f"# node-1's data plane stalled {len(stalls)} times (loop_stalled: a stall drops every "
+          f"IP it holds); {sum(' l2_released ' in line for line in lines)} l2_released lines",
+          flush=True)  # fmt: skip
     return after - before, after
 
 
@@ -751,6 +758,13 @@ def three_nodes(sizes: Sizes, only: list[str], *, judge: bool) -> bool:
         if "graceful" in only:
             values = failovers(c, sizes.graceful, signal.SIGTERM)
             ok &= times("SIGTERM -> rank 2's GARP, 3 nodes", values, GRACEFUL_P99, judge)
+            print(f"# SIGTERM rounds, ms: {[round(v * 1000) for v in values]}")
+            if max(values) > GRACEFUL_P99:  # the slow round's story is in the speakers' logs
+                kept = Path(tempfile.gettempdir()) / f"lbctl-l2-bench-{time.strftime('%H%M%S')}"
+                shutil.copytree(c.bed.topology.run_dir / "logs", kept)
+                print(
+                    f"# a round took over {GRACEFUL_P99 * 1000:.0f} ms: the bed's logs are in {kept}"
+                )
         if sizes.rss and "rss" in only:
             growth, total = speaker_rss(c, sizes.rss)
             ok &= row(
