@@ -762,9 +762,7 @@ def three_nodes(sizes: Sizes, only: list[str], *, judge: bool) -> bool:
             if max(values) > GRACEFUL_P99:  # the slow round's story is in the speakers' logs
                 kept = Path(tempfile.gettempdir()) / f"lbctl-l2-bench-{time.strftime('%H%M%S')}"
                 shutil.copytree(c.bed.topology.run_dir / "logs", kept)
-                print(
-                    f"# a round took over {GRACEFUL_P99 * 1000:.0f} ms: the bed's logs are in {kept}"
-                )
+                print(f"# a round over {GRACEFUL_P99 * 1000:.0f} ms: the bed's logs are in {kept}")
         if sizes.rss and "rss" in only:
             growth, total = speaker_rss(c, sizes.rss)
             ok &= row(
