@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,36 +53,36 @@ def backend(netns: str, name: str) -> Backend:
     )  # fmt: skip
 
 
-def test_two_starts_at_once_exec_one_process(netns: str, tmp_path: Path) -> None:
+def started_then_closed(
+    netns: str, tmp_path: Path, between: Callable[[PodRunner, Backend], Awaitable[None]]
+) -> tuple[int, int]:
+    """Processes alive after a backend is added and `between` ran, and after close()."""
     pids = Pids()
 
     async def main() -> tuple[int, int]:
         pods = runner(tmp_path, pids)
         one = backend(netns, "web")
         await pods.add(one)
-        await pods.hold(one.key)
-        await asyncio.gather(pods.start(one.key), pods.start(one.key))
+        await between(pods, one)
         started = len(pids.live)
         await pods.close()
         return started, len(pids.live)
 
-    started, left = asyncio.run(main())
-    assert (started, left) == (1, 0)
+    return asyncio.run(main())
+
+
+def test_two_starts_at_once_exec_one_process(netns: str, tmp_path: Path) -> None:
+    async def restart_twice(pods: PodRunner, one: Backend) -> None:
+        await pods.hold(one.key)
+        await asyncio.gather(pods.start(one.key), pods.start(one.key))
+
+    assert started_then_closed(netns, tmp_path, restart_twice) == (1, 0)
     assert nsutil.netns_pids(netns) == []
 
 
 def test_close_reaps_a_process_whose_removal_was_cut_short(netns: str, tmp_path: Path) -> None:
-    pids = Pids()
-
-    async def main() -> tuple[int, int]:
-        pods = runner(tmp_path, pids)
-        one = backend(netns, "web")
-        await pods.add(one)
+    async def cut_short(pods: PodRunner, one: Backend) -> None:
         del pods.backends[one.key]  # as a remove() cancelled right after it popped the backend
-        started = len(pids.live)
-        await pods.close()
-        return started, len(pids.live)
 
-    started, left = asyncio.run(main())
-    assert (started, left) == (1, 0)
+    assert started_then_closed(netns, tmp_path, cut_short) == (1, 0)
     assert nsutil.netns_pids(netns) == []
