@@ -273,9 +273,17 @@ class Liveness:
         return yields
 
     def leave(self) -> tuple[NodeName, ...]:
-        """SIGTERM: reports say leaving from now on; returns the monitors to tell at once."""
+        """SIGTERM: reports say leaving from now on; returns the monitors to tell at once: those
+        of the groups it holds and of the rank-1 groups it has not taken yet (starting, or just
+        planned), which would otherwise wait for missed probes."""
         self.leaving = True
-        monitors = {n for k in self.held for n in self.groups[k].ranking[1:3] if n != self.me}
+        monitors = {
+            n
+            for k, g in self.groups.items()
+            if k in self.held or g.ranking[:1] == (self.me,)
+            for n in g.ranking[1:3]
+            if n != self.me
+        }
         return tuple(sorted(monitors))
 
     def release_all(self) -> None:

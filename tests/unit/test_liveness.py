@@ -158,6 +158,14 @@ def test_a_leaving_owner_is_replaced_at_once() -> None:
     assert took <= 2 * PROBE_INTERVAL
 
 
+def test_an_owner_leaving_before_it_took_its_group_tells_its_monitors() -> None:
+    net = Net.of()  # n1 is still starting: it holds nothing yet
+    assert net.speakers[N1].held == {}
+    assert net.speakers[N1].leave() == (N2, N3)
+    took = net.until(lambda: net.holders() == {N2}, 1.0)
+    assert took <= 2 * PROBE_INTERVAL
+
+
 @pytest.mark.parametrize(
     ("stall", "takeovers"),
     [
