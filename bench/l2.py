@@ -45,6 +45,7 @@ from lbctl.lab.l2probe import open_raw
 from lbctl.lab.procs import wait_for
 from lbctl.lab.topology import Topology
 from speaker.announcers.layer2.frames import parse_claim
+from speaker.memory import TRIM_AFTER
 
 NS = "default"
 # One IPv4 pool for the timing runs, one IPv6 /112 for thousands of Services (RSS), on the
@@ -404,12 +405,31 @@ def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
     print(f"# node-1 announces {c.announced('node-1')} IPs, {announced:.0f} s after the first "
           f"create; RSS {before:.1f} -> {after:.1f} MiB (VmHWM {hwm_mib(pid):.1f}), {load()}",
           flush=True)  # fmt: skip
-    lines = c.speakers["node-1"].log.read_text(errors="replace").splitlines()
+    # settled: the speaker gives freed heap back once the burst of watch events is over
+    # (speaker/memory.py: a check every 10 s); the RSS after that is the one the node keeps
+    # (speaker/memory.py: a check every 10 s, after a burst of TRIM_AFTER events or more: each
+    # Service here brings at least its create and its slice's); the RSS after that is the
+    # one the node keeps
+    log = c.speakers["node-1"].log
+    if 2 * n >= TRIM_AFTER:
+        trims = wait_for(lambda: trimmed(log.read_text(errors="replace")), 60.0,
+                         "node-1's memory_trimmed line", error=TimeoutError,
+                         interval=1.0)  # fmt: skip
+        after = rss_mib(pid)
+        print(f"# node-1 trimmed its heaps ({trims[-1]}); RSS now {after:.1f} MiB", flush=True)
+    lines = log.read_text(errors="replace").splitlines()
     stalls = [line for line in lines if " loop_stalled " in line]
     print(f"# node-1's data plane stalled {len(stalls)} times (loop_stalled: a stall drops every "
           f"IP it holds); {sum(' l2_released ' in line for line in lines)} l2_released lines",
           flush=True)  # fmt: skip
     return after - before, after
+
+
+def trimmed(text: str) -> list[str] | None:
+    """The speaker's memory_trimmed lines (what each trim gave back), or None before the first."""
+    lines = [line.split(" memory_trimmed ", 1)[1] for line in text.splitlines()
+             if " memory_trimmed " in line]  # fmt: skip
+    return lines or None
 
 
 def create_announced(

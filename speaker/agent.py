@@ -38,6 +38,7 @@ from speaker.dataplane import DataPlane
 from speaker.dataplane_types import Held, Plan
 from speaker.indexes import Sharing, SliceIndex
 from speaker.kube import Kube, KubeError
+from speaker.memory import Trimmer
 from speaker.metrics import Metrics
 
 log = logging.getLogger("lbctl.speaker")
@@ -95,6 +96,7 @@ class Agent(ConditionWriter):
         self._dirty = asyncio.Event()
         self._conditions_due = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.trimmer = Trimmer()  # gives freed heap back after a burst of watch events
 
     # -- watch events (kopf handlers) ---------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Agent(ConditionWriter):
     # back as a Service event) re-checks the conditions alone: a replan is O(Services).
 
     def on_service(self, event: str | None, body: Mapping[str, Any]) -> None:
+        self.trimmer.note()
         key = key_of(body)
         old = self.services.get(key)
         if event == "DELETED":
@@ -126,6 +129,7 @@ class Agent(ConditionWriter):
             self._check((key,))
 
     def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
+        self.trimmer.note()
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         info = None
@@ -222,6 +226,7 @@ class Agent(ConditionWriter):
             group.create_task(self._plans())
             group.create_task(self._conditions())
             group.create_task(self._freshness())
+            group.create_task(self.trimmer.run())
 
     async def _plans(self) -> None:
         def failed() -> None:
