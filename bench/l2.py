@@ -681,8 +681,21 @@ def steadiness(plane: Any) -> dict[str, Any]:
     for verdict in lv.verdicts.values():
         counts[verdict.value] = counts.get(verdict.value, 0) + 1
     suspects = sorted(n for n, p in lv.peers.items() if p.suspect_since is not None or p.dead)
+    acting = [  # why a group is not back with its rank 1 yet (a few)
+        {
+            "group": str(k),
+            "owner": lv.groups[k].ranking[0],
+            "epoch": lv.held.get(k),
+            "heard_holder": str(lv.holders.get(k)),
+            "answering_for": round(time.monotonic() - p.answering_since, 2)
+            if (p := lv.peers.get(lv.groups[k].ranking[0])) and p.answering_since
+            else None,
+        }
+        for k, v in list(lv.verdicts.items())
+        if v is Verdict.TOOK_OVER
+    ][:3]
     return {"steady": steady, "changes": plane.ownership_changes, "verdicts": counts,
-            "suspects": suspects}  # fmt: skip
+            "suspects": suspects, "acting": acting}  # fmt: skip
 
 
 def child_state(path: Path) -> dict[str, Any]:

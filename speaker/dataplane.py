@@ -62,7 +62,7 @@ class DataPlane(Messages):
         self.liveness = Liveness(me, time.monotonic())
         self.plan = Plan((), {}, {})
         self._group_of: dict[IPAddress, Group] = {}  # every IP of the plan -> its group
-        self.fresh = False
+        self.fresh = self.liveness.fresh = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -273,7 +273,7 @@ class DataPlane(Messages):
         return self.me in group.ranking and self._interface(group) is None
 
     def _set_fresh(self, fresh: bool) -> None:
-        self.fresh = fresh
+        self.fresh = self.liveness.fresh = fresh
 
     def _interface(self, group: Group) -> str | None:
         allowed = tuple(self.plan.interfaces.get(group.key, ()))

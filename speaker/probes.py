@@ -41,7 +41,7 @@ VERSION = 2
 MAX_DATAGRAM = 65000
 MAX_REPORT = 1 << 21  # bytes a report may inflate to (100,000 holdings take about 300 kB)
 _HEADER = struct.Struct("!BBBIQQ")
-_OK, _HAS_REPORT = 1, 2
+_OK, _HAS_REPORT, _BEAT = 1, 2, 4
 
 
 class Kind(enum.IntEnum):
@@ -67,6 +67,10 @@ class Message(NamedTuple):
     ok: bool = False
     keys: tuple[IPAddress, ...] = ()
     body: bytes = b""  # as received: the report's encoded form (Reports parses it if new)
+    # a PROBE that is a monitor's regular one (not an indirect check's or a leaving node's): a
+    # receiver that probes the sender every interval itself need not ack it (its own probe
+    # answers); a speaker that does not know the flag acks it as before
+    beat: bool = False
 
 
 class WireError(ValueError):
@@ -82,6 +86,7 @@ def encode(msg: Message, body: bytes | None = None) -> bytes:
     if body is None and msg.report is not None:
         body = report_body(msg.report)
     flags = (_OK if msg.ok else 0) | (_HAS_REPORT if body is not None else 0)
+    flags |= _BEAT if msg.beat else 0
     parts = [
         _HEADER.pack(VERSION, msg.kind, flags, msg.seq, msg.report_id, msg.seen),
         _name(msg.node),
@@ -230,6 +235,7 @@ def decode(data: bytes) -> Message:
         return Message(
             Kind(kind), seq, NodeName(node), report_id, seen, None,
             NodeName(target) if target else None, addr, bool(flags & _OK), keys, body,
+            bool(flags & _BEAT),
         )  # fmt: skip
     except (TypeError, ValueError, UnicodeDecodeError, struct.error) as err:
         if isinstance(err, WireError):

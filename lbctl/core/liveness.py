@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from lbctl.core.liveness_types import (
+    ANSWER_SLACK,
     CHECK_WAIT,
     HANDBACK_AFTER,
     HOLDER_TIMEOUT,
@@ -103,6 +104,7 @@ class Liveness:
         self.handed_back: set[IPAddress] = set()
         self.leaving = False
         self.lagging = False
+        self.fresh = True  # this node's API view (the shell keeps it current)
         self.last_contact = now  # a peer's probe or ack
         self.last_api_ok = now
         self.verdicts: dict[IPAddress, Verdict] = {}
@@ -171,7 +173,7 @@ class Liveness:
         for name in [n for n in self.peers if n not in watched]:
             del self.peers[name]
         for name in watched:
-            self.peers.setdefault(name, Peer(last_probe=now - PROBE_INTERVAL))
+            self.peers.setdefault(name, Peer(last_probe=now - PROBE_INTERVAL, heard_at=now))
 
     def set_cannot_carry(self, keys: frozenset[IPAddress], now: float) -> None:
         changed = keys ^ self.cannot
@@ -207,8 +209,12 @@ class Liveness:
             if newer:
                 self.holders[key] = Holder(report.node, epoch)
                 touched.append(key)
-            if epoch > self.held.get(key, epoch):
-                del self.held[key]  # a newer holder: this node was stalled or partitioned
+            mine = self.held.get(key)
+            if mine is not None and (
+                epoch > mine  # a newer holder: this node was stalled or partitioned
+                or (epoch == mine and self._yields(key, report.node, report.fresh, self.fresh))
+            ):  # the same epoch: both took it, neither hearing of the other in time
+                del self.held[key]
                 touched.append(key)
         everything = False  # a peer's state changed: every group it ranks in is decided again
         if report.node not in self.peers and any(
@@ -250,7 +256,7 @@ class Liveness:
         if lag > STALL:
             self.held.clear()
             for peer in self.peers.values():
-                peer.misses, peer.answered = 0, True
+                peer.misses, peer.heard_at = 0, now
             self.started = now  # listen for holders again before taking anything
             self._decide(now)
 
@@ -260,17 +266,21 @@ class Liveness:
         rank keeps it."""
         if key not in self.held:
             return False
-        if my_fresh != fresh:
-            yields = fresh
-        else:
-            ranking = self.groups[key].ranking if key in self.groups else ()
-            mine = ranking.index(self.me) if self.me in ranking else len(ranking)
-            theirs = ranking.index(node) if node in ranking else len(ranking)
-            yields = theirs < mine
+        yields = self._yields(key, node, fresh, my_fresh)
         if yields:
             del self.held[key]
             self.verdicts[key] = Verdict.NOT_OWNER
         return yields
+
+    def _yields(self, key: IPAddress, node: NodeName, fresh: bool, my_fresh: bool) -> bool:
+        """Whether this node lets `node` keep a group both hold: a stale one yields to a fresh
+        one, else the higher rank keeps it (the conflict rule; both sides compute it alone)."""
+        if my_fresh != fresh:
+            return fresh
+        ranking = self.groups[key].ranking if key in self.groups else ()
+        mine = ranking.index(self.me) if self.me in ranking else len(ranking)
+        theirs = ranking.index(node) if node in ranking else len(ranking)
+        return theirs < mine
 
     def leave(self) -> tuple[NodeName, ...]:
         """SIGTERM: reports say leaving from now on; returns the monitors to tell at once: those
@@ -316,10 +326,11 @@ class Liveness:
                 changed |= peer.dead
             if now - peer.last_probe < PROBE_INTERVAL - 1e-6:
                 continue
-            if not peer.answered and not self.lagging:
+            answered = peer.heard_at >= peer.last_probe - ANSWER_SLACK
+            if not answered and not self.lagging:
                 peer.misses += 1
                 peer.answering_since = None
-            peer.answered, peer.last_probe = False, now
+            peer.last_probe = now
             probes.append(name)
             if peer.misses >= MISSES and peer.suspect_since is None and not peer.dead:
                 peer.suspect_since, peer.cleared = now, False
@@ -363,7 +374,7 @@ class Liveness:
     def _answered(self, peer: Peer, now: float) -> None:
         if peer.answering_since is None or peer.dead:
             peer.answering_since = now
-        peer.answered, peer.misses = True, 0
+        peer.heard_at, peer.misses = now, 0
         peer.dead, peer.suspect_since = False, None
 
     def _failed(self, node: NodeName, key: IPAddress) -> bool:

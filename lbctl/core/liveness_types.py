@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from lbctl.core.model import IPAddress, NodeName
 
 PROBE_INTERVAL = 0.1  # s between probes to a monitored node
+# A probe counts as answered by any message from the node since half an interval before it was
+# sent: a node that monitors this one too does not ack (its own probe, sent at the same instant
+# of the wall clock, answers; speaker.dataplane_messages), and it may land just before or just
+# after this node's tick
+ANSWER_SLACK = PROBE_INTERVAL / 2
 MISSES = 5  # consecutive unanswered probes before a monitor suspects the node (500 ms)
 # s for the checks before a takeover: 3 indirect probes through the other monitor, 3 ARP probes
 # of the VIP and 2 more direct probes, any answer cancelling. With 20 % loss on every port a
@@ -68,7 +73,7 @@ class Peer:
     """What this node knows of one node it monitors."""
 
     misses: int = 0
-    answered: bool = True  # the last probe was answered
+    heard_at: float = -1e9  # the node's last message (any kind: a probe, an ack, a check)
     last_probe: float = -1e9
     answering_since: float | None = None  # start of the current run of answers
     report: Report | None = None

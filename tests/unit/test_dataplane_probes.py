@@ -8,12 +8,13 @@ import ipaddress
 import random
 import time
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import pytest
 
 from lbctl.core.liveness_types import PROBE_INTERVAL, Group
 from lbctl.core.model import IPAddress, NodeName
-from speaker import dataplane
+from speaker import dataplane, dataplane_messages
 from speaker.dataplane import DataPlane
 from speaker.dataplane_types import Answered, Plan
 from speaker.probes import Kind, Message, decode, encode
@@ -21,6 +22,9 @@ from speaker.probes import Kind, Message, decode, encode
 N1, N2 = NodeName("node-1"), NodeName("node-2")
 ADDR = {N1: ipaddress.ip_address("192.0.2.1"), N2: ipaddress.ip_address("192.0.2.2")}
 VIP = ipaddress.ip_address("192.0.2.200")
+VIP2 = ipaddress.ip_address("192.0.2.201")
+ONE_WAY = (Group(VIP, (VIP,), (N1, N2)),)  # node-2 monitors node-1
+MUTUAL = (*ONE_WAY, Group(VIP2, (VIP2,), (N2, N1)))  # ... and node-1 monitors node-2
 
 
 class Silent:
@@ -75,12 +79,12 @@ class Wire:
         self.sent.append(encode(msg, body))
 
 
-def plane(me: NodeName) -> tuple[DataPlane, Wire]:
+def plane(me: NodeName, groups: tuple[Group, ...] = ONE_WAY) -> tuple[DataPlane, Wire]:
     p = DataPlane(me, Silent(), bind=(str(ADDR[me]), 7946))
     wire = Wire()
     p.endpoint = wire  # type: ignore[assignment]
-    p.fresh = True
-    p._update(Plan((Group(VIP, (VIP,), (N1, N2)),), {}, ADDR))
+    p._set_fresh(True)
+    p._update(Plan(groups, {}, ADDR))
     return p, wire
 
 
@@ -123,7 +127,7 @@ def test_a_changed_report_travels_once_more() -> None:
     n2, w2 = plane(N2)
     for _ in range(3):
         round_trip(n2, w1, w2, n1)
-    n1.fresh = False  # node-1's API view went stale: its report changes
+    n1._set_fresh(False)  # node-1's API view went stale: its report changes
     probe, ack = round_trip(n2, w1, w2, n1)
     assert ack.body and not probe.body
     assert n2.peer_fresh[N1] is False
@@ -165,6 +169,52 @@ def test_an_acting_owner_that_takes_a_group_again_announces_it_again() -> None:
     assert announcer.reannounced == [VIP]
     n2._apply(everything=True)  # nothing changed since: no new burst
     assert announcer.reannounced == [VIP]
+
+
+def test_nodes_that_monitor_each_other_answer_with_their_own_probes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between two nodes that probe each other every interval an ack only doubles the
+    datagrams: after the reports are exchanged, each one's probe answers the other's, whether it
+    lands just before or just after the other's tick (ticks are in phase), and nobody misses."""
+    start = time.monotonic()
+    clock = [start]  # when a message is received (the receiver's clock)
+    monkeypatch.setattr(dataplane_messages, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    n1, w1 = plane(N1, MUTUAL)
+    n2, w2 = plane(N2, MUTUAL)
+    order = random.Random(9)
+    rounds: list[list[Message]] = []
+    since = []  # when each began its current run of answers (a miss restarts it)
+    for i in range(1, 61):  # 6 s: past the start-up hold
+        at = start + i * PROBE_INTERVAL  # both tick at this instant of their own clocks
+        first, second = [(n1, w1, n2, N1), (n2, w2, n1, N2)][:: order.choice((1, -1))]
+        msgs = []
+        # the first's clock runs 3 ms ahead: its probe reaches the second before that one's
+        # tick; the second's reaches the first just after its tick
+        for p, wire, other, me, lands in (*first, at - 0.003), (*second, at + 0.001):
+            p._act(p.liveness.tick(at))
+            clock[0] = lands
+            msgs += deliver(wire, other, me)
+        for _, wire, other, me in (first, second):  # acks, if any, come back at once
+            msgs += deliver(wire, other, me)
+        rounds.append(msgs)
+        since.append((n1.liveness.peers[N2].answering_since, n2.liveness.peers[N1].answering_since))
+    assert any(m.kind is Kind.ACK for m in rounds[0]), "a probe with a new report is acked"
+    steady = [m for msgs in rounds[-30:] for m in msgs]
+    assert [m.kind for m in steady] == [Kind.PROBE] * 60, "one probe each way, no ack"
+    assert len(set(since[-30:])) == 1, "no miss: the runs of answers a hand-back waits on go on"
+    assert set(n1.liveness.held) == {VIP} and set(n2.liveness.held) == {VIP2}
+    n2._send(Kind.PROBE, N1)  # not a regular probe (an indirect check's): acked
+    deliver(w2, n1, N2)
+    assert [m.kind for m in deliver(w1, n2, N1)] == [Kind.ACK]
+
+
+def test_a_node_that_does_not_monitor_its_prober_acks() -> None:
+    n1, w1 = plane(N1)  # node-1 monitors nobody
+    n2, w2 = plane(N2)
+    for _ in range(3):
+        probe, ack = round_trip(n2, w1, w2, n1)
+        assert probe.beat and ack.kind is Kind.ACK
 
 
 @pytest.mark.parametrize("after", [0.0, 0.03, 0.0999, 12.34567])
@@ -293,7 +343,7 @@ def test_a_change_of_the_holdings_alone_makes_a_new_report_at_a_paced_rate() -> 
     n1.liveness.held[VIP] = 2
     n1._my_report()
     assert n1.reports.mine_id == second, "paced: the holdings wait"
-    n1.fresh = False  # a flag goes out at once, with the holdings of now
+    n1._set_fresh(False)  # a flag goes out at once, with the holdings of now
     n1._my_report()
     assert n1.reports.mine_id != second and n1.reports.mine is not None
     assert dict(n1.reports.mine.holding) == {VIP: 2}
