@@ -422,6 +422,9 @@ def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
     print(f"# node-1's data plane stalled {len(stalls)} times (loop_stalled: a stall drops every "
           f"IP it holds); {sum(' l2_released ' in line for line in lines)} l2_released lines",
           flush=True)  # fmt: skip
+    at = [i for i, line in enumerate(lines) if " loop_stalled " in line]
+    for i in at[:5]:  # what the first stalls followed (the bed's logs go with it)
+        print("#   " + "\n#   ".join(lines[max(0, i - 3) : i + 1]))
     return after - before, after
 
 

@@ -4,17 +4,15 @@ glibc returns a heap's free memory to the system only from the top of each heap;
 between live allocations stays in the process's RSS. The speaker's threads (kopf's loop, the
 data plane, the condition writers) each allocate from their own heap while thousands of
 Services arrive, and most of it is garbage once the burst is parsed. After a large burst, once
-the watch has been quiet for a check period, the speaker collects the burst's reference cycles
-and calls glibc's `malloc_trim(0)`, which gives back every free page of every heap (madvise),
-and logs what it gave back (docs/performance.md, "Speaker RSS"). Where there is no glibc
-(musl), nothing is done.
+the watch has been quiet for a check period, the speaker calls glibc's `malloc_trim(0)`, which
+gives back every free page of every heap (madvise), and logs what it gave back
+(docs/performance.md, "Speaker RSS"). Where there is no glibc (musl), nothing is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -71,19 +69,12 @@ class Trimmer:
     async def trim(self) -> None:
         assert self._trim is not None
         before, start = rss_mib(), time.monotonic()
-        # the burst's reference cycles first (parsed bodies, finished tasks and their frames):
-        # the collector's oldest generation runs rarely while live objects only grow
-        found = gc.collect()
-        collected = time.monotonic()
         await asyncio.to_thread(self._trim)  # off the loop: it walks every heap
         log.info(
-            "memory_trimmed events=%d rss_before_mib=%.1f rss_after_mib=%.1f "
-            "gc_objects=%d gc_ms=%.1f trim_ms=%.1f",
+            "memory_trimmed events=%d rss_before_mib=%.1f rss_after_mib=%.1f ms=%.1f",
             self.events,
             before,
             rss_mib(),
-            found,
-            (collected - start) * 1000,
-            (time.monotonic() - collected) * 1000,
+            (time.monotonic() - start) * 1000,
         )
         self.events = self._checked = 0
