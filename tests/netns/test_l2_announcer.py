@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import re
+import select
 import socket
 import threading
 import time
@@ -410,6 +411,11 @@ def test_a_new_mac_on_the_interface_is_announced_and_answered(
         nsutil.ip("link", "set", SIDE, "address", SIDE_NODE_MAC, netns=topo.nodes[0].netns)
 
 
+def kinds_of(frames: list[bytes]) -> set[tuple[str, int | None]]:
+    """(ethertype, ICMPv6 type or None) of each frame."""
+    return {(f[12:14].hex(), f[54] if f[12:14] == b"\x86\xdd" else None) for f in frames}
+
+
 def test_packet_socket_receives_only_arp_and_neighbour_discovery(topo: Topology) -> None:
     observer = topo.observer
     index = nsutil.run_in_netns(observer.netns, lambda: socket.if_nametoindex(ETH0))
@@ -419,11 +425,17 @@ def test_packet_socket_receives_only_arp_and_neighbour_discovery(topo: Topology)
         for addr in (observer.host.addr4, observer.host.addr6):
             nsutil.ip("neigh", "del", str(addr), "dev", ETH0, netns=topo.client.netns, check=False)
             nsutil.ip_netns_exec(topo.client.netns, "ping", "-c", "2", "-i", "0.2", str(addr))
-        time.sleep(0.1)
-        received = sock.receive(limit=1000)
+        received: list[bytes] = []
+        deadline = time.monotonic() + 2.0
+        while not {("0806", None), ("86dd", 135)} <= kinds_of(received):  # both requests read
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([sock.fileno()], [], [], left)
+            received += sock.receive(limit=1000)
     finally:
         sock.close()
-    kinds = {(f[12:14].hex(), f[54] if f[12:14] == b"\x86\xdd" else None) for f in received}
+    kinds = kinds_of(received)
     assert ("0806", None) in kinds, "the client's ARP request for the observer"
     assert ("86dd", 135) in kinds, "the client's NS for the observer"
     assert kinds <= {("0806", None), ("86dd", 135), ("86dd", 136)}, "no ICMP echo, nothing else"
