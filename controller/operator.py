@@ -75,6 +75,10 @@ class Operator:
     def is_ready(self) -> bool:
         return self.ready
 
+    def missed(self) -> frozenset[ServiceKey]:
+        """The Services whose events came while restoring or suspended, to read again."""
+        return frozenset(self._missed)
+
     # --- activation ---------------------------------------------------------------------
 
     async def startup(self) -> None:
