@@ -406,7 +406,6 @@ def speaker_rss(c: Cluster, n: int) -> tuple[float, float]:
           f"create; RSS {before:.1f} -> {after:.1f} MiB (VmHWM {hwm_mib(pid):.1f}), {load()}",
           flush=True)  # fmt: skip
     # settled: the speaker gives freed heap back once the burst of watch events is over
-    # (speaker/memory.py: a check every 10 s); the RSS after that is the one the node keeps
     # (speaker/memory.py: a check every 10 s, after a burst of TRIM_AFTER events or more: each
     # Service here brings at least its create and its slice's); the RSS after that is the
     # one the node keeps

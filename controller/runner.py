@@ -68,6 +68,7 @@ class Controller:
         self.blockers = Blockers()
         self.metrics.watch_blockers(self.blockers)
         self.elector: LeaderElector | None = None
+        self._lease_task: asyncio.Task[None] | None = None
         if options.dry_run:
             options = dataclasses.replace(options, leader_elect=False)
             self.options = options
@@ -192,14 +193,16 @@ class Controller:
         if self.elector is not None:
             who, ns = self.elector.identity, self.lease_namespace
             log.info("leader_election identity=%s namespace=%s", who, ns)
-            tasks.append(asyncio.create_task(self.elector.run(), name="lbctl-lease"))
+            self._lease_task = asyncio.create_task(self.elector.run(), name="lbctl-lease")
+            tasks.append(self._lease_task)
         stop = stop_flag or threading.Event()
         try:
             await self._watch(stop)
         finally:
             stop.set()  # releases kopf's threads waiting on it
             for task in tasks:
-                task.cancel()
+                if not task.cancelling():  # the elector, signalled, may be releasing the Lease
+                    task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.close()
 
@@ -234,8 +237,15 @@ class Controller:
             # first: one handler for both instead, through the stop flag they share.
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, self._signalled, stop)
         await kopf.run_tasks(tasks, ignored=existing)
+
+    def _signalled(self, stop: threading.Event) -> None:
+        """SIGTERM or SIGINT: hand the Lease over now (cancelling the elector releases it, its
+        fence closed first), not after kopf's shutdown, whose length the standby would wait."""
+        stop.set()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
 
     def close(self) -> None:
         self.health.stop()

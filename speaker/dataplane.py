@@ -185,6 +185,7 @@ class DataPlane(Messages):
         interval apart whatever the timer's jitter; lag is measured against it."""
         assert self._stop is not None
         expected = _on_phase(time.monotonic() + PROBE_INTERVAL / 2)
+        cpu = _cpu()
         while not self._stop.is_set():
             # a plain sleep (_shutdown cancels this task): a wait_for on the stop event built
             # a task and a timeout every tick
@@ -193,12 +194,22 @@ class DataPlane(Messages):
             lag = max(0.0, now - expected)
             if lag > STALL:  # requests queued during the stall are stale: answer none of them
                 dropped = self.announcer.discard_pending()
-                log.warning("loop_stalled seconds=%.2f frames_dropped=%d", lag, dropped)
+                mine, process = (b - a for a, b in zip(cpu, _cpu(), strict=True))
+                # CPU since the last tick: this loop's own turns (mine), the process's other
+                # threads (process - mine: the GIL), or neither (the process was not scheduled)
+                log.warning(
+                    "loop_stalled seconds=%.2f frames_dropped=%d cpu_loop=%.2f cpu_process=%.2f",
+                    lag,
+                    dropped,
+                    mine,
+                    process,
+                )
             self.liveness.on_lag(lag, now)
             self._act(self.liveness.tick(expected if lag < PROBE_INTERVAL else now))
             self._apply()
             self._log_peers(now)
             self._ticked = time.monotonic()
+            cpu = _cpu()
             expected = _on_phase(max(now, expected) + PROBE_INTERVAL / 2)
 
     def _take_plan(self) -> None:
@@ -396,3 +407,8 @@ class DataPlane(Messages):
         self._stop.set()
         if self._ticking is not None:
             self._ticking.cancel()
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of this thread and of the whole process."""
+    return time.thread_time(), time.process_time()

@@ -34,6 +34,10 @@ ARP_CHECKS_PER_OWNER = 3
 REPAIR_EVERY = 1.0
 # a new report for a change of the holdings alone waits this many times what the last one cost
 REPORT_PACE = 10
+# s an unknown MAC's answer waits, while some planned speaker has not been heard from yet, for
+# their reports (asked for at once) before it counts as a DuplicateResponder: a speaker that
+# just started or just had its first plan has not heard every other speaker's MACs
+UNHEARD_WAIT = 3 * CHECK_WAIT
 
 
 class Messages:
@@ -63,6 +67,7 @@ class Messages:
         self._report_held = -1  # the version of Liveness.held my report was made from
         self._report_due = 0.0  # when a change of the holdings alone may make a new version
         self._repaired: dict[IPAddress, float] = {}  # VIP -> when a conflict's repair started
+        self._asking: set[tuple[IPAddress, str]] = set()  # unknown answers waiting for reports
 
     def _apply(self, *, everything: bool = False) -> None:
         """Hand the announcer what this node holds now (DataPlane's)."""
@@ -242,13 +247,17 @@ class Messages:
         probe = self._message(Kind.PROBE, seq, msg.target)
         self._out(probe, (str(msg.addr), self.bind[1]))
 
-    def conflict(self, ip: IPAddress, mac: str, iface: str) -> None:
-        """The announcer saw `mac` answer for `ip`, which this node holds (data-plane loop)."""
+    def conflict(self, ip: IPAddress, mac: str, iface: str, *, asked: bool = False) -> None:
+        """The announcer saw `mac` answer for `ip`, which this node holds (data-plane loop). A
+        MAC no report listed is foreign once every planned speaker has been heard from, or
+        after the speakers not heard from yet were asked for their reports (`asked`)."""
         group = self._group_of.get(ip)
         peer = self._speaker_of(mac)
         if group is None:
             return
         if peer is None:
+            if not asked and self._ask_unheard(ip, mac, iface):
+                return
             self.on_foreign(ip, mac, iface)
             return
         fresh = self.peer_fresh.get(peer, False)
@@ -257,6 +266,27 @@ class Messages:
             self._apply()
         elif group.key in self.liveness.held:
             self._repair(ip, peer)
+
+    def _ask_unheard(self, ip: IPAddress, mac: str, iface: str) -> bool:
+        """Probe the planned speakers whose report this node never received (their acks carry
+        it, with their MACs) and judge `mac` again after UNHEARD_WAIT; False when there are
+        none, or this answer is already waiting."""
+        theirs = self.reports.theirs
+        unheard = [n for n in self.plan.addresses if n != self.me and n not in theirs]
+        if not unheard or (ip, mac) in self._asking:
+            return bool(unheard)
+        self._asking.add((ip, mac))
+        for node in unheard:
+            self._send(Kind.PROBE, node)
+        log.info("unknown_responder ip=%s mac=%s asking=%s", ip, mac, ",".join(sorted(unheard)))
+
+        def judge() -> None:
+            self._asking.discard((ip, mac))
+            if ip in self._group_of and self._group_of[ip].key in self.liveness.held:
+                self.conflict(ip, mac, iface, asked=True)
+
+        asyncio.get_running_loop().call_later(UNHEARD_WAIT, judge)
+        return True
 
     def _repair(self, ip: IPAddress, peer: NodeName) -> None:
         """This node keeps `ip` against `peer`, whose frames may have turned clients to its MAC:

@@ -3,11 +3,12 @@ loop): reports travel only while the receiver lacks them, and ticks fall in phas
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +22,7 @@ from speaker.probes import Kind, Message, decode, encode
 
 N1, N2 = NodeName("node-1"), NodeName("node-2")
 ADDR = {N1: ipaddress.ip_address("192.0.2.1"), N2: ipaddress.ip_address("192.0.2.2")}
+MACS = {N1: "02:00:00:00:00:01", N2: "02:00:00:00:00:02"}
 VIP = ipaddress.ip_address("192.0.2.200")
 VIP2 = ipaddress.ip_address("192.0.2.201")
 ONE_WAY = (Group(VIP, (VIP,), (N1, N2)),)  # node-2 monitors node-1
@@ -31,9 +33,10 @@ class Silent:
     """An announcer that never touches the wire; it keeps what it was told to hold, and the
     VIPs it was asked to announce again."""
 
-    def __init__(self) -> None:
+    def __init__(self, mac: str = "02:00:00:00:00:01") -> None:
         self.desired: dict[IPAddress, str] = {}
         self.reannounced: list[IPAddress] = []
+        self.mac = mac
 
     async def start(self) -> None: ...
 
@@ -58,7 +61,7 @@ class Silent:
         return "eth0"
 
     def macs(self) -> tuple[str, ...]:
-        return ("02:00:00:00:00:01",)
+        return (self.mac,)
 
     def discard_pending(self) -> int:
         return 0
@@ -80,7 +83,7 @@ class Wire:
 
 
 def plane(me: NodeName, groups: tuple[Group, ...] = ONE_WAY) -> tuple[DataPlane, Wire]:
-    p = DataPlane(me, Silent(), bind=(str(ADDR[me]), 7946))
+    p = DataPlane(me, Silent(MACS[me]), bind=(str(ADDR[me]), 7946))
     wire = Wire()
     p.endpoint = wire  # type: ignore[assignment]
     p._set_fresh(True)
@@ -347,3 +350,75 @@ def test_a_change_of_the_holdings_alone_makes_a_new_report_at_a_paced_rate() -> 
     n1._my_report()
     assert n1.reports.mine_id != second and n1.reports.mine is not None
     assert dict(n1.reports.mine.holding) == {VIP: 2}
+
+
+async def until(pred: Callable[[], object], what: str, timeout: float = 2.0) -> None:
+    """Let the loop run until `pred` holds (a deadline, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def holding(p: DataPlane, vip: IPAddress = VIP) -> list[tuple[IPAddress, str, str]]:
+    """`p` holds `vip`; returns the list its DuplicateResponder reports go to."""
+    foreign: list[tuple[IPAddress, str, str]] = []
+    p.on_foreign = lambda ip, mac, iface: foreign.append((ip, mac, iface))
+    p.liveness.held[vip] = 1
+    p._apply()
+    return foreign
+
+
+def test_an_unknown_mac_waits_for_the_reports_of_speakers_not_heard_from_yet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """node-2 just had its first plan and holds the VIP; node-1's frame claims it before any
+    message between them: node-2 asks node-1 for its report, learns node-1's MAC, and settles
+    the conflict (node-1 ranks higher) instead of reporting a DuplicateResponder."""
+    monkeypatch.setattr(dataplane_messages, "UNHEARD_WAIT", 0.05)
+    n1, w1 = plane(N1)
+    n2, w2 = plane(N2)
+    foreign = holding(n2)
+
+    async def run() -> None:
+        n2.conflict(VIP, MACS[N1], "eth0")
+        n2.conflict(VIP, MACS[N1], "eth0")  # seen again while waiting: asked once
+        (ask,) = deliver(w2, n1, N2)
+        assert ask.kind is Kind.PROBE and not ask.beat
+        (ack,) = deliver(w1, n2, N1)  # node-1's report, with its MAC
+        assert ack.kind is Kind.ACK and ack.body
+        n2.conflict(VIP, MACS[N1], "eth0")  # known now: the conflict rule, at once
+        await until(lambda: n2._asking == set(), "the wait to end")
+
+    asyncio.run(run())
+    assert foreign == []
+    assert VIP not in n2.liveness.held  # node-1 ranks higher: node-2 yielded
+
+
+def test_an_unknown_mac_is_a_duplicate_responder_at_once_when_every_speaker_was_heard() -> None:
+    n1, w1 = plane(N1)
+    n2, w2 = plane(N2)
+    round_trip(n2, w1, w2, n1)  # each has the other's report
+    foreign = holding(n1)
+    n1.conflict(VIP, "02:00:00:00:00:99", "eth0")
+    assert foreign == [(VIP, "02:00:00:00:00:99", "eth0")]
+    assert w1.sent == []  # nobody to ask
+
+
+def test_an_unknown_mac_is_a_duplicate_responder_after_the_wait_if_no_report_lists_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A planned speaker that never answers (down) does not hide a foreign responder: once
+    the wait is over, the answer is judged with what is known."""
+    monkeypatch.setattr(dataplane_messages, "UNHEARD_WAIT", 0.05)
+    n1, w1 = plane(N1)
+    foreign = holding(n1)
+
+    async def run() -> None:
+        n1.conflict(VIP, "02:00:00:00:00:99", "eth0")
+        assert foreign == []
+        assert [m.kind for m in map(decode, w1.sent)] == [Kind.PROBE]  # node-2 asked
+        await until(lambda: foreign, "the DuplicateResponder")
+
+    asyncio.run(run())
+    assert foreign == [(VIP, "02:00:00:00:00:99", "eth0")]
