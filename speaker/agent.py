@@ -28,7 +28,7 @@ from lbctl.core.adapt import (
 )
 from lbctl.core.bgpcondition import Sessions
 from lbctl.core.bgpplan import ServiceRoutes, plan_bgp
-from lbctl.core.liveness_types import Group
+from lbctl.core.liveness_types import GroupView
 from lbctl.core.model import Config, ConfigError, IPAddress, NodeName, ServiceKey
 from lbctl.core.plantables import GroupTable
 from speaker.bgp import Announcer as BGPAnnouncer
@@ -84,7 +84,7 @@ class Agent(ConditionWriter):
         self.l2 = GroupTable()  # the L2 plan
         self.bgp_by: dict[ServiceKey, ServiceRoutes] = {}  # the BGP plan, per Service
         # The data plane's share of the L2 plan (groups with a ranking), kept per group
-        self._dp_groups: dict[IPAddress, Group] = {}
+        self._dp_groups: dict[IPAddress, GroupView] = {}
         self._dp_interfaces: dict[IPAddress, tuple[str, ...]] = {}
         self._recheck: set[ServiceKey] | None = None  # conditions to check (None: all)
         self.bgp = None
@@ -343,7 +343,7 @@ class Agent(ConditionWriter):
             self._dp_interfaces.pop(key_ip, None)
             if group is None or not group.ranking:
                 continue
-            self._dp_groups[key_ip] = Group(group.key_ip, group.ips, group.ranking)
+            self._dp_groups[key_ip] = group  # the planner's own (a GroupView), not a copy
             # () (the interface whose subnet holds the VIP) is the data plane's default: not kept
             if interfaces := group.interfaces_for(self.node):
                 self._dp_interfaces[key_ip] = interfaces

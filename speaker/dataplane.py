@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 from lbctl.core.liveness import Liveness
-from lbctl.core.liveness_types import PROBE_INTERVAL, STALL, Group, Verdict
+from lbctl.core.liveness_types import PROBE_INTERVAL, STALL, GroupView, Verdict
 from lbctl.core.model import IPAddress, NodeName
 from speaker.dataplane_messages import Messages
 from speaker.dataplane_types import Announcer, Held, Plan
@@ -61,7 +61,7 @@ class DataPlane(Messages):
         self.on_foreign = on_foreign
         self.liveness = Liveness(me, time.monotonic())
         self.plan = Plan((), {}, {})
-        self._group_of: dict[IPAddress, Group] = {}  # every IP of the plan -> its group
+        self._group_of: dict[IPAddress, GroupView] = {}  # every IP of the plan -> its group
         self.fresh = self.liveness.fresh = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -280,13 +280,13 @@ class DataPlane(Messages):
             self.liveness.set_cannot_carry(frozenset(cannot), now)
             self._carry_changed = True  # the control loop's NoInterfaceForIP conditions
 
-    def _cannot_carry(self, group: Group) -> bool:
+    def _cannot_carry(self, group: GroupView) -> bool:
         return self.me in group.ranking and self._interface(group) is None
 
     def _set_fresh(self, fresh: bool) -> None:
         self.fresh = self.liveness.fresh = fresh
 
-    def _interface(self, group: Group) -> str | None:
+    def _interface(self, group: GroupView) -> str | None:
         allowed = tuple(self.plan.interfaces.get(group.key, ()))
         return self.announcer.interface_for(group.key, allowed)
 

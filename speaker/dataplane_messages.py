@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from lbctl.core.liveness import Liveness
-from lbctl.core.liveness_types import CHECK_TRIES, CHECK_WAIT, Actions, Group, Report
+from lbctl.core.liveness_types import CHECK_TRIES, CHECK_WAIT, Actions, GroupView, Report
 from lbctl.core.model import IPAddress, NodeName
 from speaker.announcers.layer2.errors import AnnounceError
 from speaker.dataplane_types import Announcer, Held, Plan
@@ -52,7 +52,7 @@ class Messages:
     liveness: Liveness
     plan: Plan
     fresh: bool
-    _group_of: dict[IPAddress, Group]
+    _group_of: dict[IPAddress, GroupView]
     _held: dict[IPAddress, Held]
 
     def __init__(self) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from lbctl.core.liveness_types import Group, Verdict
+from lbctl.core.liveness_types import GroupView, Verdict
 from lbctl.core.model import IPAddress, NodeName
 
 
@@ -53,12 +53,12 @@ class Plan:
     """What the control loop hands over: groups, the interfaces each may use, and peers'
     addresses (whether the API view is fresh comes apart: DataPlane.set_fresh)."""
 
-    groups: tuple[Group, ...]
+    groups: tuple[GroupView, ...]
     interfaces: Mapping[IPAddress, tuple[str, ...]]  # group key -> allowed interfaces (or all)
     addresses: Mapping[NodeName, IPAddress]  # node -> InternalIP, where its speaker listens
     # the difference from the plan handed over before: each group key added, changed (its
     # group or its interfaces) or removed (None); None when this plan is to be taken whole
-    changed: Mapping[IPAddress, Group | None] | None = None
+    changed: Mapping[IPAddress, GroupView | None] | None = None
 
     def after(self, earlier: Plan) -> Plan:
         """This plan as one change from the plan before `earlier` (two plans handed over

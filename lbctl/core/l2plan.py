@@ -80,6 +80,11 @@ class AnnouncementGroup:
     )
 
     @property
+    def key(self) -> IPAddress:
+        """The key IP (liveness_types.GroupView): the data plane takes these groups as they are."""
+        return self.key_ip
+
+    @property
     def owner(self) -> NodeName | None:
         return election.owner(self.ranking)
 

@@ -29,7 +29,7 @@ from lbctl.core.liveness_types import (
     STALL,
     STARTUP_HOLD,
     Actions,
-    Group,
+    GroupView,
     Holder,
     Peer,
     Report,
@@ -94,7 +94,7 @@ class Liveness:
     def __init__(self, me: NodeName, now: float) -> None:
         self.me = me
         self.started = now
-        self.groups: dict[IPAddress, Group] = {}
+        self.groups: dict[IPAddress, GroupView] = {}
         self.peers: dict[NodeName, Peer] = {}
         self.holders: dict[IPAddress, Holder] = {}  # newest other holder heard of, per group
         self.heard: dict[NodeName, float] = {}  # when each node's last message came
@@ -115,7 +115,7 @@ class Liveness:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def set_groups(self, groups: Iterable[Group], now: float) -> None:
+    def set_groups(self, groups: Iterable[GroupView], now: float) -> None:
         """The whole plan: every group decided again."""
         self.groups = {g.key: g for g in groups}
         for key in [k for k in self.held if k not in self.groups]:
@@ -128,7 +128,7 @@ class Liveness:
         self._refresh_peers(now)
         self._decide(now)
 
-    def update_groups(self, changes: Mapping[IPAddress, Group | None], now: float) -> None:
+    def update_groups(self, changes: Mapping[IPAddress, GroupView | None], now: float) -> None:
         """A plan's difference: each key's new group, or None when it is gone. Decides those
         groups and the ones waiting on time, as set_groups with the whole plan would
         (tests/unit/test_liveness_incremental.py)."""
@@ -161,7 +161,7 @@ class Liveness:
             self._waiting.discard(key)
             self._acting.discard(key)
 
-    def _above(self, group: Group) -> tuple[NodeName, ...]:
+    def _above(self, group: GroupView) -> tuple[NodeName, ...]:
         """The nodes this one watches for `group`: those above it where it is rank 2 or 3."""
         ranking = group.ranking
         if self.me in ranking[1:3]:
@@ -309,7 +309,7 @@ class Liveness:
     def report(self, fresh: bool, macs: tuple[str, ...] = ()) -> Report:
         return Report(self.me, fresh, self.leaving, macs, self.cannot, dict(self.held))
 
-    def holding(self) -> dict[IPAddress, Group]:
+    def holding(self) -> dict[IPAddress, GroupView]:
         return {k: self.groups[k] for k in self.held if k in self.groups}
 
     def tick(self, now: float) -> Actions:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from lbctl.core.model import IPAddress, NodeName
 
@@ -46,10 +47,25 @@ class Verdict(enum.StrEnum):
     ISOLATED = "Isolated"
 
 
+class GroupView(Protocol):
+    """What liveness reads of an announcement group: its key IP (the ranking key), all its IPs,
+    the eligible nodes in rank order. The speaker hands over the L2 planner's own groups
+    (lbctl.core.l2plan.AnnouncementGroup), so a Service's group is one object, not two."""
+
+    @property
+    def key(self) -> IPAddress: ...
+
+    @property
+    def ips(self) -> tuple[IPAddress, ...]: ...
+
+    @property
+    def ranking(self) -> tuple[NodeName, ...]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Group:
-    """One announcement group: its key IP (the ranking key), all its IPs, the eligible nodes in
-    rank order (lbctl.core.election)."""
+    """One announcement group (a GroupView): its key IP (the ranking key), all its IPs, the
+    eligible nodes in rank order (lbctl.core.election)."""
 
     key: IPAddress
     ips: tuple[IPAddress, ...]
